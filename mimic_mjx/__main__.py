@@ -1,0 +1,3 @@
+from mimic_mjx.cli import main
+
+raise SystemExit(main())
