@@ -1,0 +1,336 @@
+"""DeepMimic imitation reward as declared terms with a vmappable config.
+
+Two stages, both pure:
+
+* `compute_errors(sim, ref) -> Errors`: raw, config-independent squared errors per env
+  (pose, velocity, end-effector, root, COM, and the failed port's |Δq| sum). Stored
+  rollouts keep these, so a diagnosis can re-score them under any config without
+  simulating again.
+* `reward_from_errors(errors, action, config) -> (total, terms)`: each term is
+  ``output_scale * weight * f(scale * err)`` with ``f`` chosen by `RewardConfig.form`.
+  Every config leaf is a number and every choice is a `jnp.where`, so a stack of configs
+  (`stack_configs`) can be `jax.vmap`-ped: one compiled program scores many variants.
+
+Sources: Peng et al. 2018, "DeepMimic", Sec. 5 eq. 6-10 (the paper), and the released
+code, xbpeng/DeepMimic DeepMimicCore/scenes/SceneImitate.cpp, cSceneImitate::
+CalcRewardImitate (commit 60ebe88, lines 9-29 and 66-121), with per-joint errors from
+anim/KinTree.cpp CalcPoseErr/CalcVelErr and joint weights from CalcJointWeights.
+Units: angles rad, positions m, velocities m/s and rad/s.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mimic_mjx import config as cfglib
+from mimic_mjx import quaternion
+from mimic_mjx.errors import MimicError
+
+JOINT_NAMES = (
+    "chest", "neck", "right_hip", "right_knee", "right_ankle", "right_shoulder", "right_elbow",
+    "left_hip", "left_knee", "left_ankle", "left_shoulder", "left_elbow",
+)
+# "DiffWeight" of each joint in JOINT_NAMES order: /work/shared/deepmimic/characters/humanoid3d.txt
+# (lines 46, 67, 88, 105, 126, 147, 164, 205, 222, 243, 264, 281).
+JOINT_DIFF_WEIGHTS = np.array([0.5, 0.3, 0.5, 0.3, 0.2, 0.3, 0.2, 0.5, 0.3, 0.2, 0.3, 0.2])
+# Root "DiffWeight" (humanoid3d.txt line 25); the two wrists have 0 (lines 184, 301).
+ROOT_DIFF_WEIGHT = 1.0
+# cSceneImitate::CalcJointWeights divides every DiffWeight by their L1 norm over all 15
+# joints (root + 12 + wrists) = 1 + 3.8 = 4.8; bullet3's port hard-codes the same
+# quotients (0.20833 = 1/4.8, 0.10416 = 0.5/4.8, ...) in humanoid_stable_pd.py getReward.
+_DIFF_WEIGHT_SUM = ROOT_DIFF_WEIGHT + float(JOINT_DIFF_WEIGHTS.sum())
+# root_err = pos + 0.1 rot + 0.01 linvel + 0.001 angvel (SceneImitate.cpp lines 111-114).
+ROOT_POS_W, ROOT_ROT_W, ROOT_LINVEL_W, ROOT_ANGVEL_W = 1.0, 0.1, 0.01, 0.001
+
+TERM_NAMES = ("pose", "velocity", "end_effector", "root", "com", "joint_abs")
+FORM_EXP, FORM_LINEAR, FORM_QUADRATIC = 0, 1, 2
+FORM_NAMES = {FORM_EXP: "exp(-x)", FORM_LINEAR: "max(0, 1-x)", FORM_QUADRATIC: "max(0, 1-x)^2"}
+
+
+@flax.struct.dataclass
+class Kinematics:
+    """One character's state as the reward sees it (one env; vmap over the batch)."""
+
+    joint_quat: jax.Array  # [J, 4] local rotation of each joint w.r.t. its parent, w-x-y-z, J = 12
+    joint_angvel: jax.Array  # [J, 3] child-body angular velocity relative to parent, child frame, rad/s
+    joint_pos: jax.Array  # [28] the model's hinge coordinates, rad (what the failed port compared)
+    end_effectors: jax.Array  # [E, 3] ankles and wrists relative to the root, heading frame, m; E = 4
+    root_pos: jax.Array  # [3] world, m (z up)
+    root_quat: jax.Array  # [4] world, w-x-y-z
+    root_linvel: jax.Array  # [3] world, m/s
+    root_angvel: jax.Array  # [3] world, rad/s
+    com_pos: jax.Array  # [3] world centre of mass, m
+    com_vel: jax.Array  # [3] world centre-of-mass velocity, m/s
+
+
+@flax.struct.dataclass
+class Errors:
+    """Raw, config-independent errors of one env (each a scalar; [B] when vmapped)."""
+
+    pose: jax.Array  # Σ ŵ_j θ_j² over root + 12 joints, ŵ = DiffWeight/4.8 (code's pose_err), rad²
+    pose_unweighted: jax.Array  # Σ_j θ_j² over the 12 joints, no root (paper eq. 7), rad²
+    velocity: jax.Array  # Σ ŵ_j |Δω_j|² over root + 12 joints (the code's vel_err), rad²/s²
+    velocity_unweighted: jax.Array  # Σ_j |Δω_j|² over the 12 joints (paper eq. 8), rad²/s²
+    end_effector: jax.Array  # Σ_e |Δp_e|² summed over the E end effectors (paper eq. 9), m²
+    root: jax.Array  # root_pos + 0.1 root_rot + 0.01 root_linvel + 0.001 root_angvel (code)
+    root_pos: jax.Array  # |Δ root position|², m²
+    root_rot: jax.Array  # (rotation angle of root_sim⁻¹ root_ref)², rad²
+    root_linvel: jax.Array  # |Δ root linear velocity|², m²/s²
+    root_angvel: jax.Array  # |Δ root angular velocity|², rad²/s²
+    com_pos: jax.Array  # |Δ COM position|² (paper eq. 10), m²
+    com_vel: jax.Array  # |Δ COM velocity|² (code uses this, times 0.1), m²/s²
+    joint_abs: jax.Array  # Σ over the 28 coordinates of |Δq| (the failed port's error), rad
+    num_joints: jax.Array  # J, divides the unweighted joint sums when normalize_per_joint = 1
+    num_end_effectors: jax.Array  # E, divides end_effector when normalize_per_joint = 1
+    num_coords: jax.Array  # len(joint_pos) = 28, divides joint_abs when normalize_per_joint = 1
+
+
+@flax.struct.dataclass
+class RewardConfig:
+    """Weights, scales and switches of the reward; every leaf is a number (vmappable)."""
+
+    pose_weight: float = cfglib.field(0.0, "weight of the joint-orientation term")
+    pose_scale: float = cfglib.field(0.0, "k in f(k * pose error), 1/rad²")
+    velocity_weight: float = cfglib.field(0.0, "weight of the joint angular-velocity term")
+    velocity_scale: float = cfglib.field(0.0, "k for the velocity error, s²/rad²")
+    end_effector_weight: float = cfglib.field(0.0, "weight of the end-effector position term")
+    end_effector_scale: float = cfglib.field(0.0, "k for the end-effector error (a sum over E), 1/m²")
+    root_weight: float = cfglib.field(0.0, "weight of the root pos/rot/vel term (released code only)")
+    root_scale: float = cfglib.field(0.0, "k for the mixed root error")
+    com_weight: float = cfglib.field(0.0, "weight of the centre-of-mass term")
+    com_scale: float = cfglib.field(0.0, "k for the COM error (position: 1/m², velocity: s²/m²)")
+    joint_abs_weight: float = cfglib.field(0.0, "weight of the failed port's Σ|Δq| term")
+    joint_abs_scale: float = cfglib.field(0.0, "k for Σ|Δq|, 1/rad")
+    form: float = cfglib.field(
+        0.0, "f for every term: 0 exp(-x), 1 max(0, 1-x), 2 max(0, 1-x)²; each is 1 at x = 0")
+    joint_weighting: float = cfglib.field(
+        0.0, "0: unweighted sums over the 12 joints (paper); 1: DiffWeight/4.8 incl. root (code)")
+    com_source: float = cfglib.field(
+        0.0, "0: COM position error (paper r_c); 1: COM velocity error (code)")
+    normalize_per_joint: float = cfglib.field(
+        0.0, "1: divide the unweighted joint, end-effector and Σ|Δq| sums by their counts")
+    output_scale: float = cfglib.field(
+        1.0, "multiplies every tracking term (not alive_bonus or action_penalty)")
+    alive_bonus: float = cfglib.field(0.0, "added to the reward each step")
+    action_penalty: float = cfglib.field(0.0, "coefficient on mean(action²), subtracted")
+
+
+_FIELDS = tuple(RewardConfig.__dataclass_fields__)
+_SWITCHES = {"form": (0, 1, 2), "joint_weighting": (0, 1), "com_source": (0, 1),
+             "normalize_per_joint": (0, 1)}
+
+
+def _safe_norm(v: jax.Array) -> jax.Array:
+    """|v| over the last axis, with a finite (zero) gradient at v = 0."""
+    sq = jnp.sum(v * v, axis=-1)
+    pos = sq > 0.0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+
+
+def quat_diff_angle(q0: jax.Array, q1: jax.Array) -> jax.Array:
+    """Rotation angle in [0, π] of q0⁻¹ q1 for w-x-y-z quaternions [..., 4] -> [...].
+
+    2·atan2(|v|, |w|) handles the double cover (q and −q give the same angle), needs no
+    unit norm, and equals the angle of the code's q1 q0⁻¹ (cMathUtil::QuatDiff). Unlike
+    `quaternion.angle` it has a finite gradient at zero error (sim == ref).
+    """
+    dq = quaternion.mul(quaternion.conj(q0), q1)
+    w, v = dq[..., 0], dq[..., 1:]
+    return 2.0 * jnp.arctan2(_safe_norm(v), jnp.abs(w))
+
+
+def _sq(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.square(a - b), axis=-1)
+
+
+def compute_errors(sim: Kinematics, ref: Kinematics) -> Errors:
+    """Raw errors between the simulated and the reference character of one env."""
+    w_joint = jnp.asarray(JOINT_DIFF_WEIGHTS / _DIFF_WEIGHT_SUM, dtype=sim.joint_quat.dtype)
+    w_root = ROOT_DIFF_WEIGHT / _DIFF_WEIGHT_SUM
+    theta_sq = jnp.square(quat_diff_angle(sim.joint_quat, ref.joint_quat))  # [J]
+    omega_sq = _sq(sim.joint_angvel, ref.joint_angvel)  # [J]
+    root_rot = jnp.square(quat_diff_angle(sim.root_quat, ref.root_quat))
+    root_angvel = _sq(sim.root_angvel, ref.root_angvel)
+    root_pos = _sq(sim.root_pos, ref.root_pos)
+    root_linvel = _sq(sim.root_linvel, ref.root_linvel)
+    dtype = theta_sq.dtype
+    return Errors(
+        # Code: pose_err = ŵ_root θ_root² + Σ_j ŵ_j θ_j² (SceneImitate.cpp lines 66-75).
+        pose=w_root * root_rot + jnp.sum(w_joint * theta_sq),
+        pose_unweighted=jnp.sum(theta_sq),
+        velocity=w_root * root_angvel + jnp.sum(w_joint * omega_sq),
+        velocity_unweighted=jnp.sum(omega_sq),
+        end_effector=jnp.sum(_sq(sim.end_effectors, ref.end_effectors)),
+        root=(ROOT_POS_W * root_pos + ROOT_ROT_W * root_rot
+              + ROOT_LINVEL_W * root_linvel + ROOT_ANGVEL_W * root_angvel),
+        root_pos=root_pos,
+        root_rot=root_rot,
+        root_linvel=root_linvel,
+        root_angvel=root_angvel,
+        com_pos=_sq(sim.com_pos, ref.com_pos),
+        com_vel=_sq(sim.com_vel, ref.com_vel),
+        joint_abs=jnp.sum(jnp.abs(sim.joint_pos - ref.joint_pos)),
+        num_joints=jnp.asarray(sim.joint_quat.shape[0], dtype),
+        num_end_effectors=jnp.asarray(sim.end_effectors.shape[0], dtype),
+        num_coords=jnp.asarray(sim.joint_pos.shape[0], dtype),
+    )
+
+
+def _shape(form: jax.Array, x: jax.Array) -> jax.Array:
+    """f(x) for x = scale·err ≥ 0: 1 at x = 0, non-increasing, in [0, 1]."""
+    lin = jnp.maximum(0.0, 1.0 - x)
+    return jnp.where(form == FORM_LINEAR, lin, jnp.where(form == FORM_QUADRATIC, lin * lin, jnp.exp(-x)))
+
+
+def term_errors(errors: Errors, config: RewardConfig) -> dict[str, jax.Array]:
+    """The error each term scores under `config` (before its scale), keyed by term name."""
+    norm = config.normalize_per_joint > 0.5
+    n_j = jnp.where(norm, errors.num_joints, 1.0)
+    n_e = jnp.where(norm, errors.num_end_effectors, 1.0)
+    n_c = jnp.where(norm, errors.num_coords, 1.0)
+    weighted = config.joint_weighting > 0.5  # weighted sums are already weighted means (Σŵ = 1)
+    return {
+        "pose": jnp.where(weighted, errors.pose, errors.pose_unweighted / n_j),
+        "velocity": jnp.where(weighted, errors.velocity, errors.velocity_unweighted / n_j),
+        "end_effector": errors.end_effector / n_e,
+        "root": errors.root,
+        "com": jnp.where(config.com_source > 0.5, errors.com_vel, errors.com_pos),
+        "joint_abs": errors.joint_abs / n_c,
+    }
+
+
+def reward_from_errors(
+    errors: Errors, action: jax.Array, config: RewardConfig
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Score raw errors: returns (total, terms); terms sum to total, logged as reward/<name>.
+
+    terms[t] = output_scale·weight_t·f(scale_t·err_t) for t in TERM_NAMES,
+    terms["alive"] = alive_bonus, terms["action_penalty"] = −action_penalty·mean(action²) ≤ 0.
+    Shapes: errors scalar (or [B]), action [28] (or [B, 28]); total and terms match errors.
+    """
+    errs = term_errors(errors, config)
+    terms = {}
+    for name in TERM_NAMES:
+        weight = getattr(config, f"{name}_weight")
+        scale = getattr(config, f"{name}_scale")
+        terms[name] = config.output_scale * weight * _shape(config.form, scale * errs[name])
+    terms["alive"] = jnp.zeros_like(errs["pose"]) + config.alive_bonus
+    terms["action_penalty"] = -config.action_penalty * jnp.mean(jnp.square(action), axis=-1)
+    total = sum(terms.values())
+    return total, terms
+
+
+def compute_reward(
+    sim: Kinematics, ref: Kinematics, action: jax.Array, config: RewardConfig
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`reward_from_errors(compute_errors(sim, ref), action, config)` for one env."""
+    return reward_from_errors(compute_errors(sim, ref), action, config)
+
+
+def max_reward(config: RewardConfig) -> jax.Array:
+    """Largest possible per-step total: output_scale·Σ weights + alive_bonus.
+
+    Each f is at most 1 (at zero error) and the action penalty is ≤ 0.
+    """
+    weights = sum(getattr(config, f"{name}_weight") for name in TERM_NAMES)
+    return config.output_scale * weights + config.alive_bonus
+
+
+# Released code: raw weights, normalised by their sum (SceneImitate.cpp lines 9-19); they
+# already sum to 1.0, so the normalisation changes nothing.
+_CODE_W = {"pose": 0.5, "velocity": 0.05, "end_effector": 0.15, "root": 0.2, "com": 0.1}
+_CODE_W_SUM = math.fsum(_CODE_W.values())  # exactly 1.0; plain sum() gives 1.0000000000000002
+
+
+def _deepmimic_paper() -> RewardConfig:
+    """Peng et al. 2018 Sec. 5 eq. 6-10: r = 0.65 r_p + 0.1 r_v + 0.15 r_e + 0.1 r_c."""
+    return RewardConfig(
+        pose_weight=0.65, pose_scale=2.0,  # eq. 6, 7
+        velocity_weight=0.1, velocity_scale=0.1,  # eq. 6, 8
+        end_effector_weight=0.15, end_effector_scale=40.0,  # eq. 6, 9 (sum over end effectors)
+        com_weight=0.1, com_scale=10.0,  # eq. 6, 10 (COM position)
+        joint_weighting=0.0, com_source=0.0,  # the paper's sums are unweighted; r_c on position
+    )
+
+
+def _deepmimic_code() -> RewardConfig:
+    """xbpeng/DeepMimic SceneImitate.cpp cSceneImitate::CalcRewardImitate (commit 60ebe88).
+
+    Scales from lines 25-29: pose 2/15·num_joints and vel 0.1/15·num_joints with
+    num_joints = 15 for humanoid3d (root + 12 + 2 wrists), so 2 and 0.1; end_eff 10 on the
+    sum over the 4 end effectors (line 95; the 2018 release 3ca04d3 used 40 on the mean,
+    the same number); root 5; com 10 on com_err = 0.1·|Δ COM velocity|² (line 115), so 1.0
+    on the raw squared velocity error. Pose and velocity sums use DiffWeight/4.8 and include
+    the root rotation and angular velocity (lines 66-68).
+    """
+    w = {k: v / _CODE_W_SUM for k, v in _CODE_W.items()}
+    return RewardConfig(
+        pose_weight=w["pose"], pose_scale=2.0 / 15 * 15,  # line 25, 15 joints
+        velocity_weight=w["velocity"], velocity_scale=0.1 / 15 * 15,  # line 26
+        end_effector_weight=w["end_effector"], end_effector_scale=10.0,  # line 27
+        root_weight=w["root"], root_scale=5.0,  # line 28
+        com_weight=w["com"], com_scale=10.0 * 0.1,  # lines 29 and 115
+        joint_weighting=1.0, com_source=1.0,
+    )
+
+
+def _original_port() -> RewardConfig:
+    """The failed MuJoCo port: exp(−Σ over 28 hinge coordinates of |Δq|), ≈ exp(−145)."""
+    return RewardConfig(joint_abs_weight=1.0, joint_abs_scale=1.0)
+
+
+_PRESETS = {"deepmimic_paper": _deepmimic_paper, "deepmimic_code": _deepmimic_code,
+            "original_port": _original_port}
+PRESETS = tuple(_PRESETS)
+
+
+def preset(name: str) -> RewardConfig:
+    """The named preset (see PRESETS); raises MimicError for an unknown name."""
+    if name not in _PRESETS:
+        raise MimicError(f"unknown reward preset {name!r} (known: {', '.join(PRESETS)})")
+    return _PRESETS[name]()
+
+
+def validate(config: RewardConfig) -> RewardConfig:
+    """Check a concrete (unstacked or stacked) config; raises MimicError naming the field."""
+    for name in _FIELDS:
+        value = np.asarray(getattr(config, name), dtype=float)
+        if not np.all(np.isfinite(value)):
+            raise MimicError(f"reward.{name} must be finite, got {value.tolist()}")
+        if name in _SWITCHES and not np.all(np.isin(value, _SWITCHES[name])):
+            raise MimicError(f"reward.{name} must be one of {_SWITCHES[name]}, got {value.tolist()}")
+        if name.endswith(("_weight", "_scale")) or name in ("output_scale", "action_penalty"):
+            if np.any(value < 0):
+                raise MimicError(f"reward.{name} must be >= 0, got {value.tolist()}")
+    return config
+
+
+def with_overrides(config: RewardConfig, overrides: Mapping[str, float]) -> RewardConfig:
+    """Replace flat fields, e.g. {"pose_scale": 3.0}; unknown or non-numeric → MimicError."""
+    values = {}
+    for key, value in overrides.items():
+        if key not in _FIELDS:
+            raise MimicError(f"unknown reward field {key!r} (valid: {', '.join(_FIELDS)})")
+        try:
+            values[key] = float(value)
+        except (TypeError, ValueError):
+            raise MimicError(f"reward.{key} must be a number, got {value!r}") from None
+        if math.isnan(values[key]):
+            raise MimicError(f"reward.{key} must be a number, got {value!r}")
+    return validate(config.replace(**values))
+
+
+def config_to_dict(config: RewardConfig) -> dict[str, float | list]:
+    """Plain {field: value} for printing or saving (lists for a stacked config)."""
+    return cfglib.to_dict(config)
+
+
+def stack_configs(configs: list[RewardConfig]) -> RewardConfig:
+    """Stack configs along a new leading axis for `jax.vmap(..., in_axes=(None, None, 0))`."""
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *configs)

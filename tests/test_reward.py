@@ -1,0 +1,310 @@
+"""Tests for mimic_mjx.reward: expected values come from hand arithmetic (in comments),
+hand-written tables of the published weights, or invariants, never from the code itself."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mimic_mjx import reward as R
+from mimic_mjx.errors import MimicError
+
+pytestmark = pytest.mark.timeout(120)
+
+J, E, NQ = 12, 4, 28
+ZERO_ACTION = np.zeros(NQ, np.float32)
+
+# Per-term weights written out by hand from the sources (paper eq. 6; SceneImitate.cpp
+# lines 9-13, whose sum 0.5+0.05+0.15+0.2+0.1 = 1.0 makes the normalisation a no-op).
+EXPECTED_WEIGHTS = {
+    "deepmimic_paper": dict(pose=0.65, velocity=0.1, end_effector=0.15, root=0.0, com=0.1, joint_abs=0.0),
+    "deepmimic_code": dict(pose=0.5, velocity=0.05, end_effector=0.15, root=0.2, com=0.1, joint_abs=0.0),
+    "original_port": dict(pose=0.0, velocity=0.0, end_effector=0.0, root=0.0, com=0.0, joint_abs=1.0),
+}
+
+
+# --- independent numpy helpers -------------------------------------------------------
+def qmul(a, b):
+    """Hamilton product of w-x-y-z quaternions (numpy, written independently of reward.py)."""
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz,
+                     aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+
+
+def axis_angle(axis, angle):
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    return np.concatenate([[math.cos(angle / 2)], math.sin(angle / 2) * axis])
+
+
+def random_kin(seed=0):
+    rng = np.random.default_rng(seed)
+
+    def unit_quats(n):
+        q = rng.normal(size=(n, 4))
+        return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+    return R.Kinematics(
+        joint_quat=unit_quats(J), joint_angvel=rng.normal(size=(J, 3)), joint_pos=rng.normal(size=NQ),
+        end_effectors=rng.normal(size=(E, 3)), root_pos=rng.normal(size=3), root_quat=unit_quats(1)[0],
+        root_linvel=rng.normal(size=3), root_angvel=rng.normal(size=3), com_pos=rng.normal(size=3),
+        com_vel=rng.normal(size=3),
+    )
+
+
+def f32(kin):
+    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), kin)
+
+
+def hand_errors(**kw):
+    """An Errors with every error 0 except those given; counts J=12, E=4, nq=28."""
+    fields = {name: 0.0 for name in R.Errors.__dataclass_fields__}
+    fields.update(num_joints=12.0, num_end_effectors=4.0, num_coords=28.0)
+    fields.update(kw)
+    return R.Errors(**{k: jnp.float32(v) for k, v in fields.items()})
+
+
+@pytest.fixture(scope="module")
+def reward_fn():
+    """One compiled compute_reward shared by the tests (config leaves are traced)."""
+    return jax.jit(lambda s, r, a, c: R.compute_reward(f32(s), f32(r), a, c))
+
+
+@pytest.fixture(scope="module")
+def score_fn():
+    return jax.jit(R.reward_from_errors)
+
+
+# --- identical characters ------------------------------------------------------------
+@pytest.mark.parametrize("name", R.PRESETS)
+def test_identical_gives_weights(reward_fn, name):
+    kin = random_kin(1)
+    total, terms = reward_fn(kin, kin, ZERO_ACTION, R.preset(name))
+    for term, weight in EXPECTED_WEIGHTS[name].items():
+        assert float(terms[term]) == pytest.approx(weight, abs=1e-6), term
+    assert float(terms["alive"]) == 0.0 and float(terms["action_penalty"]) == 0.0
+    assert float(total) == pytest.approx(sum(EXPECTED_WEIGHTS[name].values()), abs=1e-6)
+    assert float(R.max_reward(R.preset(name))) == pytest.approx(1.0)  # every preset's weights sum to 1
+
+
+def test_double_cover_gives_zero_error():
+    kin = random_kin(2)
+    flipped = kin.replace(joint_quat=-kin.joint_quat, root_quat=-kin.root_quat)
+    err = R.compute_errors(f32(kin), f32(flipped))
+    for field in ("pose", "pose_unweighted", "root_rot", "root"):
+        assert float(getattr(err, field)) < 1e-10, field
+
+
+def test_quat_diff_angle_wraps():
+    q0 = axis_angle([0, 0, 1], 0.0)
+    # A 5.2 rad turn is the same rotation as 2π − 5.2 = 1.0832 rad the other way.
+    got = R.quat_diff_angle(jnp.float32(q0), jnp.float32(axis_angle([0, 0, 1], 5.2)))
+    assert float(got) == pytest.approx(2 * math.pi - 5.2, abs=1e-5)
+
+
+def test_gradient_finite_at_zero_error():
+    kin = f32(random_kin(3))
+    grad = jax.grad(lambda q: R.compute_reward(kin.replace(joint_quat=q), kin, ZERO_ACTION,
+                                               R.preset("deepmimic_code"))[0])(kin.joint_quat)
+    assert np.all(np.isfinite(grad))
+
+
+# --- hand-computed cases -------------------------------------------------------------
+def test_one_joint_rotated_hand_values(reward_fn):
+    sim = random_kin(4)
+    rot = axis_angle([1, 2, 2], 0.3)
+    ref = sim.replace(joint_quat=sim.joint_quat.copy())
+    ref.joint_quat[2] = qmul(sim.joint_quat[2], rot)  # right_hip, DiffWeight 0.5
+    err = R.compute_errors(f32(sim), f32(ref))
+    assert float(err.pose_unweighted) == pytest.approx(0.09, rel=1e-4)  # 0.3²
+    # Code: ŵ = 0.5 / 4.8 (4.8 = root 1 + the 12 joint weights 3.8), so 0.5/4.8·0.09 = 0.009375.
+    assert float(err.pose) == pytest.approx(0.009375, rel=1e-4)
+    _, paper = reward_fn(sim, ref, ZERO_ACTION, R.preset("deepmimic_paper"))
+    assert float(paper["pose"]) == pytest.approx(0.65 * math.exp(-2 * 0.09), rel=1e-5)  # 0.65·e^-0.18 = 0.54327
+    _, code = reward_fn(sim, ref, ZERO_ACTION, R.preset("deepmimic_code"))
+    assert float(code["pose"]) == pytest.approx(0.5 * math.exp(-2 * 0.009375), rel=1e-5)  # 0.5·e^-0.01875 = 0.49071
+    assert float(code["velocity"]) == pytest.approx(0.05, abs=1e-6)  # untouched
+
+
+def test_root_rotation_hand_values(reward_fn):
+    sim = random_kin(5)
+    ref = sim.replace(root_quat=qmul(sim.root_quat, axis_angle([0, 0, 1], 0.4)))
+    err = R.compute_errors(f32(sim), f32(ref))
+    assert float(err.root_rot) == pytest.approx(0.16, rel=1e-4)  # 0.4²
+    assert float(err.root) == pytest.approx(0.016, rel=1e-4)  # 0.1·0.16 (line 112)
+    assert float(err.pose) == pytest.approx(0.16 / 4.8, rel=1e-4)  # root DiffWeight 1/4.8
+    _, code = reward_fn(sim, ref, ZERO_ACTION, R.preset("deepmimic_code"))
+    assert float(code["root"]) == pytest.approx(0.2 * math.exp(-5 * 0.016), rel=1e-5)
+
+
+def test_forms_hand_values(score_fn):
+    paper = R.preset("deepmimic_paper")
+    e = hand_errors(pose_unweighted=0.1)  # k·err = 2·0.1 = 0.2
+    for form, expected in [(0, 0.65 * math.exp(-0.2)), (1, 0.65 * 0.8), (2, 0.65 * 0.64)]:
+        _, terms = score_fn(e, ZERO_ACTION, R.with_overrides(paper, {"form": form}))
+        assert float(terms["pose"]) == pytest.approx(expected, rel=1e-5), form
+    big = hand_errors(pose_unweighted=1.0)  # 1 − 2·1 < 0: clipped to 0
+    for form in (1, 2):
+        _, terms = score_fn(big, ZERO_ACTION, R.with_overrides(paper, {"form": form}))
+        assert float(terms["pose"]) == 0.0
+
+
+def test_normalize_per_joint_hand_values(score_fn):
+    paper = R.with_overrides(R.preset("deepmimic_paper"), {"normalize_per_joint": 1})
+    e = hand_errors(pose_unweighted=1.2, velocity_unweighted=2.4, end_effector=0.01)
+    _, terms = score_fn(e, ZERO_ACTION, paper)
+    assert float(terms["pose"]) == pytest.approx(0.65 * math.exp(-2 * 0.1), rel=1e-5)  # 1.2/12 = 0.1
+    assert float(terms["velocity"]) == pytest.approx(0.1 * math.exp(-0.1 * 0.2), rel=1e-5)  # 2.4/12
+    assert float(terms["end_effector"]) == pytest.approx(0.15 * math.exp(-40 * 0.0025), rel=1e-5)  # 0.01/4
+    port = R.with_overrides(R.preset("original_port"), {"normalize_per_joint": 1})
+    _, terms = score_fn(hand_errors(joint_abs=145.6), ZERO_ACTION, port)
+    assert float(terms["joint_abs"]) == pytest.approx(math.exp(-5.2), rel=1e-5)  # 145.6/28
+
+
+def test_error_sources_hand_values(score_fn):
+    e = hand_errors(pose=0.1, pose_unweighted=99.0, com_pos=0.03, com_vel=2.0, end_effector=0.01)
+    _, code = score_fn(e, ZERO_ACTION, R.preset("deepmimic_code"))
+    assert float(code["pose"]) == pytest.approx(0.5 * math.exp(-0.2), rel=1e-5)  # weighted err 0.1, k 2
+    assert float(code["com"]) == pytest.approx(0.1 * math.exp(-2.0), rel=1e-5)  # 10·0.1·2.0 (velocity)
+    assert float(code["end_effector"]) == pytest.approx(0.15 * math.exp(-0.1), rel=1e-5)  # 10·0.01
+    _, paper = score_fn(e, ZERO_ACTION, R.preset("deepmimic_paper"))
+    assert float(paper["com"]) == pytest.approx(0.1 * math.exp(-0.3), rel=1e-5)  # 10·0.03 (position)
+    assert float(paper["end_effector"]) == pytest.approx(0.15 * math.exp(-0.4), rel=1e-5)  # 40·0.01
+
+
+def test_output_scale_alive_action_penalty(score_fn):
+    cfg = R.with_overrides(R.preset("deepmimic_paper"),
+                           {"output_scale": 2.0, "alive_bonus": 0.5, "action_penalty": 0.1})
+    total, terms = score_fn(hand_errors(), np.full(NQ, 0.5, np.float32), cfg)
+    assert float(terms["pose"]) == pytest.approx(1.3)  # 2·0.65
+    assert float(terms["alive"]) == pytest.approx(0.5)
+    assert float(terms["action_penalty"]) == pytest.approx(-0.025)  # −0.1·mean(0.5²)
+    assert float(total) == pytest.approx(2.475, rel=1e-6)  # 2·1.0 + 0.5 − 0.025
+    assert float(R.max_reward(cfg)) == pytest.approx(2.5)  # 2·1.0 + 0.5
+    half = R.with_overrides(R.preset("deepmimic_code"), {"root_weight": 0.0, "alive_bonus": 0.25})
+    assert float(R.max_reward(half)) == pytest.approx(1.05)  # 0.5+0.05+0.15+0.1 + 0.25
+
+
+# --- monotonicity ----------------------------------------------------------------------
+def _perturb(kin, what, amount):
+    k = jax.tree.map(np.array, kin)
+    if what == "pose":
+        k.joint_quat[3] = qmul(k.joint_quat[3], axis_angle([0, 1, 0], amount))
+    elif what == "velocity":
+        k.joint_angvel[5] += amount
+    elif what == "end_effector":
+        k.end_effectors[1] += amount
+    elif what == "root":
+        k.root_pos[0] += amount
+    elif what == "com":
+        k.com_pos[1] += amount
+        k.com_vel[1] += amount
+    elif what == "joint_abs":
+        k.joint_pos[7] += amount
+    return k
+
+
+@pytest.mark.parametrize("form", [0, 1, 2])
+def test_terms_decrease_as_error_grows(reward_fn, form):
+    ref = random_kin(6)
+    amounts = [0.0, 0.02, 0.05, 0.1, 0.2, 0.4]
+    for name in R.PRESETS:
+        cfg = R.with_overrides(R.preset(name), {"form": form})
+        for term, weight in EXPECTED_WEIGHTS[name].items():
+            if weight == 0:
+                continue
+            values = [float(reward_fn(_perturb(ref, term, a), ref, ZERO_ACTION, cfg)[1][term]) for a in amounts]
+            diffs = np.diff(values)
+            assert np.all(diffs <= 1e-7), (name, term, values)
+            assert values[1] < values[0], (name, term, values)  # small errors already lower it
+            if form == 0:
+                assert np.all(diffs < 0), (name, term, values)
+
+
+# --- the dead reward --------------------------------------------------------------------
+def test_original_port_reward_is_dead(reward_fn):
+    ref = random_kin(7)
+    signs = np.where(np.arange(NQ) % 2 == 0, 1.0, -1.0)
+    sim = ref.replace(joint_pos=ref.joint_pos + 5.2 * signs,
+                      joint_quat=qmul(ref.joint_quat, axis_angle([1, 0, 0], 5.2)))
+    err = R.compute_errors(f32(sim), f32(ref))
+    assert float(err.joint_abs) == pytest.approx(145.6, rel=1e-5)  # 28·5.2
+    port, _ = reward_fn(sim, ref, ZERO_ACTION, R.preset("original_port"))
+    assert float(port) < 1e-60  # exp(−145.6) ≈ 5e-64 (0 in float32): no learning signal
+    paper, _ = reward_fn(sim, ref, ZERO_ACTION, R.preset("deepmimic_paper"))
+    # Each joint is 2π − 5.2 = 1.0832 rad off: pose term 0.65·exp(−2·12·1.0832²) ≈ 4e-13;
+    # velocity, end effectors and COM match: 0.1 + 0.15 + 0.1 = 0.35.
+    assert float(paper) == pytest.approx(0.35, abs=1e-6)
+    # A near miss, 0.2 rad on every coordinate: the port gives exp(−5.6) = 0.0037, the paper
+    # 0.65·exp(−2·12·0.04) + 0.35 = 0.65·e^-0.96 + 0.35 = 0.5989.
+    near = ref.replace(joint_pos=ref.joint_pos + 0.2 * signs,
+                       joint_quat=qmul(ref.joint_quat, axis_angle([1, 0, 0], 0.2)))
+    port, _ = reward_fn(near, ref, ZERO_ACTION, R.preset("original_port"))
+    paper, _ = reward_fn(near, ref, ZERO_ACTION, R.preset("deepmimic_paper"))
+    assert float(port) == pytest.approx(math.exp(-5.6), rel=1e-4)
+    assert float(paper) == pytest.approx(0.65 * math.exp(-0.96) + 0.35, rel=1e-5)
+
+
+# --- vmap --------------------------------------------------------------------------------
+def test_vmap_over_configs_equals_loop():
+    ref = random_kin(8)
+    sim = _perturb(_perturb(_perturb(ref, "pose", 0.3), "com", 0.1), "joint_abs", 0.5)
+    errors = R.compute_errors(f32(sim), f32(ref))
+    action = np.linspace(-1, 1, NQ).astype(np.float32)
+    configs = [
+        R.preset("deepmimic_paper"),
+        R.with_overrides(R.preset("deepmimic_code"), {"form": 1, "alive_bonus": 0.2}),
+        R.with_overrides(R.preset("original_port"), {"form": 2, "joint_abs_scale": 0.3, "action_penalty": 0.5}),
+    ]
+    totals, terms = jax.jit(jax.vmap(R.reward_from_errors, in_axes=(None, None, 0)))(
+        errors, action, R.stack_configs(configs))
+    assert totals.shape == (3,)
+    for i, cfg in enumerate(configs):
+        total_i, terms_i = R.reward_from_errors(errors, action, cfg)
+        assert float(totals[i]) == pytest.approx(float(total_i), rel=1e-6)
+        for name, value in terms_i.items():
+            assert float(terms[name][i]) == pytest.approx(float(value), rel=1e-6, abs=1e-9), name
+    maxes = jax.vmap(R.max_reward)(R.stack_configs(configs))
+    np.testing.assert_allclose(maxes, [1.0, 1.2, 1.0], rtol=1e-6)
+
+
+def test_vmap_over_envs_shapes():
+    sims = jax.tree.map(lambda *xs: jnp.stack(xs), *[f32(random_kin(s)) for s in range(3)])
+    refs = jax.tree.map(lambda *xs: jnp.stack(xs), *[f32(random_kin(s + 10)) for s in range(3)])
+    total, terms = jax.jit(jax.vmap(R.compute_reward, in_axes=(0, 0, 0, None)))(
+        sims, refs, jnp.zeros((3, NQ)), R.preset("deepmimic_code"))
+    assert total.shape == (3,)
+    assert set(terms) == {"pose", "velocity", "end_effector", "root", "com", "joint_abs", "alive", "action_penalty"}
+    assert all(v.shape == (3,) for v in terms.values())
+    assert np.all(np.isfinite(total)) and np.all(total >= 0) and np.all(total <= 1)
+
+
+# --- config handling ---------------------------------------------------------------------
+def test_unknown_preset_raises():
+    with pytest.raises(MimicError, match=r"unknown reward preset 'nope' \(known: deepmimic_paper"):
+        R.preset("nope")
+
+
+def test_unknown_or_bad_field_raises():
+    cfg = R.preset("deepmimic_paper")
+    with pytest.raises(MimicError, match=r"'pose_scal'.*pose_scale"):
+        R.with_overrides(cfg, {"pose_scal": 3.0})
+    with pytest.raises(MimicError, match="reward.form"):
+        R.with_overrides(cfg, {"form": 3})
+    with pytest.raises(MimicError, match="reward.pose_weight"):
+        R.with_overrides(cfg, {"pose_weight": "heavy"})
+    with pytest.raises(MimicError, match="reward.com_scale"):
+        R.with_overrides(cfg, {"com_scale": -1})
+
+
+def test_overrides_and_dict_round_trip():
+    cfg = R.with_overrides(R.preset("deepmimic_code"), {"pose_scale": 3})
+    d = R.config_to_dict(cfg)
+    assert d["pose_scale"] == 3.0 and d["root_scale"] == 5.0 and d["com_scale"] == pytest.approx(1.0)
+    assert set(d) == set(R.RewardConfig.__dataclass_fields__)
+    again = R.with_overrides(R.RewardConfig(), d)
+    assert R.config_to_dict(again) == d
