@@ -1,0 +1,393 @@
+"""Trust Region Policy Optimization (Schulman et al. 2015) with GAE and a fitted value function.
+
+Pure functions over pytrees: the caller jits (and, for a sweep, vmaps over a leading member
+axis) the whole training iteration. Array shapes: `T` time steps, `B` environments, `N = T·B`
+flattened samples, `D` observation dims, `A` action dims, `P` flat policy parameters.
+Nothing here raises inside jit; bad data is reported through `trpo/nonfinite` and a rejected
+step instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from mimic_mjx.config import field
+from mimic_mjx.errors import MimicError
+from mimic_mjx.networks import gaussian_entropy, gaussian_kl, gaussian_log_prob
+
+Params = Any
+PolicyApply = Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
+ValueApply = Callable[[Params, jax.Array], jax.Array]
+
+# Advantage std below this is treated as zero (all advantages equal): the normalised
+# advantages are then 0 and the step is rejected for lack of improvement.
+_ADV_STD_FLOOR = 1e-8
+
+
+@struct.dataclass
+class TrpoConfig:
+    """TRPO, GAE and value-fit hyper-parameters.
+
+    Float fields are array leaves (a sweep stacks configs and vmaps); int fields fix loop
+    counts or shapes and are static (`pytree_node=False`).
+    """
+
+    # Schulman et al. 2015 (TRPO) and Spinning Up's TRPO both use δ = 0.01.
+    max_kl: float = field(0.01, "trust-region radius: max mean KL(old||new) per update")
+    # Spinning Up TRPO damping_coeff.
+    damping: float = field(0.1, "multiple of the identity added to the Fisher in CG")
+    # modular_rl / baselines residual_tol.
+    cg_tol: float = field(1e-10, "stop CG once the squared residual norm is below this")
+    # modular_rl linesearch: fractions 0.5**k, accept_ratio 0.1.
+    backtrack_coeff: float = field(0.5, "line-search step fractions are backtrack_coeff**k")
+    accept_ratio: float = field(0.1, "min actual/expected surrogate improvement to accept a step")
+    # baselines' trpo_mpi accepts KL <= 1.5 max_kl: the quadratic model puts the full step's
+    # KL at exactly max_kl, so 1.0 (Spinning Up) often wastes half the step on one backtrack.
+    kl_accept_factor: float = field(1.5, "accept a step whose mean KL <= kl_accept_factor * max_kl")
+    # DeepMimic (Peng et al. 2018, Sec. 7): γ = 0.95, λ = 0.95.
+    gamma: float = field(0.95, "discount factor")
+    gae_lambda: float = field(0.95, "GAE lambda")
+    # Spinning Up TRPO vf_lr.
+    value_lr: float = field(1e-3, "Adam learning rate of the value fit (fit_value learning_rate=)")
+    # Spinning Up / baselines cg_iters; modular_rl max_backtracks.
+    cg_iters: int = field(10, "max conjugate-gradient iterations", static=True)
+    backtrack_iters: int = field(10, "line-search step fractions tried: backtrack_coeff**k", static=True)
+    # Our choice (baselines fits the value function for 3-5 epochs); not yet measured.
+    value_epochs: int = field(5, "value-fit epochs over the batch", static=True)
+    value_minibatches: int = field(8, "value-fit minibatches per epoch", static=True)
+    # A stride, not a random subset, so it is static and deterministic; baselines' trpo_mpi
+    # computes Fisher-vector products on every 5th sample.
+    fvp_subsample: int = field(1, "Fisher-vector products use every k-th sample (1 = all)", static=True)
+
+
+@struct.dataclass
+class TrpoBatch:
+    """One on-policy batch, flattened over time and environments.
+
+    The old (behaviour) distribution is recomputed from the policy parameters passed to
+    `trpo_step` on these `obs`, so `obs` must be normalised with the normaliser the rollout
+    used (update the normaliser after the policy step).
+    """
+
+    obs: jax.Array  # [N, D], normalised
+    actions: jax.Array  # [N, A], as sampled (before any clipping to actuator range)
+    advantages: jax.Array  # [N], raw GAE; trpo_step normalises them
+    mask: jax.Array | None = None  # [N], 1.0 = valid sample; None = all valid
+
+
+def compute_gae(
+    rewards: jax.Array,
+    values: jax.Array,
+    bootstrap_values: jax.Array,
+    terminations: jax.Array,
+    truncations: jax.Array,
+    gamma: jax.Array | float,
+    lam: jax.Array | float,
+) -> tuple[jax.Array, jax.Array]:
+    """Generalised advantage estimation (Schulman et al. 2016) over a `[T, B]` rollout.
+
+    `values[t] = V(s_t)`; `bootstrap_values[t] = V(s'_t)`, the value of the true next
+    observation after step t (before any auto-reset). A termination does not bootstrap; a
+    truncation bootstraps from `bootstrap_values`; both cut the λ-recursion, so no advantage
+    leaks across an episode boundary. A step flagged as both counts as a termination.
+    The last step's recursion starts from 0, its δ already bootstraps from `bootstrap_values`.
+    Returns `(advantages [T, B], returns [T, B])` with `returns = advantages + values`.
+    """
+    term = terminations.astype(values.dtype)
+    done = jnp.maximum(term, truncations.astype(values.dtype))
+    deltas = rewards + gamma * (1.0 - term) * bootstrap_values - values
+
+    def backward(next_adv, step):
+        delta, d = step
+        adv = delta + gamma * lam * (1.0 - d) * next_adv
+        return adv, adv
+
+    _, advantages = jax.lax.scan(backward, jnp.zeros_like(values[0]), (deltas, done), reverse=True)
+    return advantages, advantages + values
+
+
+def conjugate_gradient(
+    matvec: Callable[[jax.Array], jax.Array], b: jax.Array, iters: int, tol: jax.Array | float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Solve `A x = b` for symmetric positive-definite `A` given only `matvec(v) = A v`.
+
+    Starts from x = 0; stops after `iters` iterations or once the squared residual norm
+    ‖r‖² ≤ `tol` (the convention of modular_rl and baselines). `b` is flat `[P]`.
+    Returns `(x [P], residual_sq [], iterations_used [] int32)`.
+    """
+
+    def keep_going(carry):
+        _, _, _, rdotr, i = carry
+        return (i < iters) & (rdotr > tol)
+
+    def body(carry):
+        x, r, p, rdotr, i = carry
+        ap = matvec(p)
+        pap = jnp.vdot(p, ap)
+        # Guard 0/0 when p = 0: under vmap a finished member still runs the body.
+        alpha = rdotr / jnp.where(pap != 0, pap, 1.0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        new_rdotr = jnp.vdot(r, r)
+        p = r + (new_rdotr / jnp.where(rdotr != 0, rdotr, 1.0)) * p
+        return x, r, p, new_rdotr, i + 1
+
+    init = (jnp.zeros_like(b), b, b, jnp.vdot(b, b), jnp.asarray(0, jnp.int32))
+    x, _, _, rdotr, i = jax.lax.while_loop(keep_going, body, init)
+    return x, rdotr, i
+
+
+def fisher_vector_product(
+    kl_fn: Callable[[jax.Array], jax.Array], params_flat: jax.Array, v: jax.Array, damping: jax.Array | float
+) -> jax.Array:
+    """`(F + damping·I) v` with F the Hessian of `kl_fn` at `params_flat`, without forming F.
+
+    `kl_fn(flat [P]) -> []` is the mean KL between a fixed old policy and the policy at `flat`;
+    at the old parameters its Hessian is the Fisher information. Forward-over-reverse
+    (jvp of grad) costs about two backward passes. Returns `[P]`.
+    """
+    hvp = jax.jvp(jax.grad(kl_fn), (params_flat,), (v,))[1]
+    return hvp + damping * v
+
+
+def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def normalize_advantages(advantages: jax.Array, mask: jax.Array) -> jax.Array:
+    """Zero-mean, unit-std advantages over valid samples; invalid ones become 0. `[N] -> [N]`."""
+    mean = _masked_mean(advantages, mask)
+    std = jnp.sqrt(_masked_mean((advantages - mean) ** 2, mask))
+    scaled = (advantages - mean) / jnp.maximum(std, _ADV_STD_FLOOR)
+    return jnp.where(mask > 0, scaled, 0.0)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def _sanitize_batch(batch: TrpoBatch) -> tuple[TrpoBatch, jax.Array, jax.Array]:
+    """Zero invalid rows (so NaNs there cannot leak) and check the valid rows are finite.
+
+    Returns `(clean batch with a float mask, mask [N], inputs_finite [])`.
+    """
+    n = batch.obs.shape[0]
+    mask = jnp.ones((n,), batch.obs.dtype) if batch.mask is None else batch.mask.astype(batch.obs.dtype)
+    valid = mask > 0
+
+    def rows(x):
+        return jnp.where(valid.reshape((n,) + (1,) * (x.ndim - 1)), x, 0.0)
+
+    obs, actions, adv = rows(batch.obs), rows(batch.actions), rows(batch.advantages)
+    finite = _all_finite((obs, actions, adv))
+    return TrpoBatch(obs=obs, actions=actions, advantages=adv, mask=mask), mask, finite
+
+
+def _line_search(evaluate, flat0, full_step, expected_full, surr_before, config: TrpoConfig):
+    """Evaluate every candidate `flat0 + backtrack_coeff**k · full_step` at once (vmap).
+
+    A candidate passes if its surrogate and KL are finite, mean KL ≤ kl_accept_factor·max_kl,
+    actual improvement > 0 and actual ≥ accept_ratio · expected. Returns
+    `(any_passed [], first [] int, fraction [], per-candidate dict of [backtrack_iters])`;
+    `first` is 0 when none passed, so diagnostics then describe the full step.
+    """
+    fractions = config.backtrack_coeff ** jnp.arange(config.backtrack_iters, dtype=flat0.dtype)
+    surrs, kls, entropies = jax.vmap(lambda f: evaluate(flat0 + f * full_step))(fractions)
+    expected = fractions * expected_full
+    actual = surrs - surr_before
+    passes = (
+        jnp.isfinite(surrs)
+        & jnp.isfinite(kls)
+        & (kls <= config.kl_accept_factor * config.max_kl)
+        & (actual > 0)
+        & (actual >= config.accept_ratio * expected)
+    )
+    first = jnp.argmax(passes)  # index of the first True, 0 if none
+    candidates = {"surrogate": surrs, "kl": kls, "entropy": entropies, "expected": expected, "actual": actual}
+    return jnp.any(passes), first, fractions[first], candidates
+
+
+def trpo_step(
+    policy_apply: PolicyApply, policy_params: Params, batch: TrpoBatch, config: TrpoConfig
+) -> tuple[Params, dict[str, jax.Array]]:
+    """One TRPO policy update: natural-gradient direction by CG, KL-scaled, line-searched.
+
+    `policy_apply(params, obs [N, D]) -> (mean [N, A], log_std [A] or [N, A])`. The old
+    policy is `policy_params` itself (see `TrpoBatch`). Surrogate L(θ) = mean(ratio · Â) with
+    Â the normalised advantages; s solves (F + damping·I) s = ∇L by CG; the full step is
+    sqrt(2·max_kl / sᵀ(F + damping·I)s) · s; then `_line_search`. If no candidate passes, or
+    anything is non-finite, the params come back bit-for-bit unchanged with accepted = 0.
+
+    Returns `(new_params, metrics)`, metrics a flat dict of scalars:
+    `losses/surrogate_before|after`, `losses/kl` (mean KL(old‖returned), 0 if rejected),
+    `losses/entropy` (of the returned policy), `trpo/expected_improvement` and
+    `trpo/actual_improvement` (of the accepted step, or the full step if rejected),
+    `trpo/cg_residual` (‖r‖²), `trpo/cg_iterations`, `trpo/sFs` (sᵀ(F + damping·I)s),
+    `trpo/backtracks` (halvings taken; backtrack_iters if rejected), `trpo/accepted`,
+    `trpo/grad_norm`, `trpo/nonfinite` (1 if the inputs or the step were non-finite).
+    """
+    batch, mask, inputs_finite = _sanitize_batch(batch)
+    flat0, unravel = ravel_pytree(policy_params)
+    adv = normalize_advantages(batch.advantages, mask)
+    old_mean, old_log_std = jax.lax.stop_gradient(policy_apply(policy_params, batch.obs))
+    old_logp = gaussian_log_prob(old_mean, old_log_std, batch.actions)
+
+    def evaluate(flat):
+        mean, log_std = policy_apply(unravel(flat), batch.obs)
+        ratio = jnp.exp(gaussian_log_prob(mean, log_std, batch.actions) - old_logp)
+        surrogate = _masked_mean(ratio * adv, mask)
+        kl = _masked_mean(gaussian_kl(old_mean, old_log_std, mean, log_std), mask)
+        entropy = _masked_mean(gaussian_entropy(jnp.broadcast_to(log_std, mean.shape)), mask)
+        return surrogate, kl, entropy
+
+    k = config.fvp_subsample
+    if k < 1:  # static, so checked once at trace time
+        raise MimicError(f"trpo.fvp_subsample must be >= 1, got {k}")
+    sub_obs, sub_mask, sub_old_mean = batch.obs[::k], mask[::k], old_mean[::k]
+    sub_old_log_std = old_log_std[::k] if old_log_std.ndim == 2 else old_log_std
+
+    def sub_kl(flat):
+        mean, log_std = policy_apply(unravel(flat), sub_obs)
+        return _masked_mean(gaussian_kl(sub_old_mean, sub_old_log_std, mean, log_std), sub_mask)
+
+    def fvp(v):
+        return fisher_vector_product(sub_kl, flat0, v, config.damping)
+
+    surr_before, grad = jax.value_and_grad(lambda f: evaluate(f)[0])(flat0)
+    step_dir, cg_residual, cg_used = conjugate_gradient(fvp, grad, config.cg_iters, config.cg_tol)
+    sfs = jnp.vdot(step_dir, fvp(step_dir))
+    # Scale so the quadratic KL model ½ sᵀFs of the full step equals max_kl.
+    scale = jnp.sqrt(2.0 * config.max_kl / jnp.where(sfs > 0, sfs, 1.0))
+    full_step = jnp.where(sfs > 0, scale, 0.0) * step_dir
+    nonfinite = ~(inputs_finite & _all_finite((surr_before, grad, step_dir, sfs, full_step)))
+
+    passed, first, fraction, cand = _line_search(
+        evaluate, flat0, full_step, jnp.vdot(grad, full_step), surr_before, config
+    )
+    accepted = passed & ~nonfinite
+    new_params = jax.tree.map(
+        lambda new, old: jnp.where(accepted, new, old), unravel(flat0 + fraction * full_step), policy_params
+    )
+    entropy_before = _masked_mean(gaussian_entropy(jnp.broadcast_to(old_log_std, old_mean.shape)), mask)
+    dtype = flat0.dtype
+    metrics = {
+        "losses/surrogate_before": surr_before,
+        "losses/surrogate_after": jnp.where(accepted, cand["surrogate"][first], surr_before),
+        "losses/kl": jnp.where(accepted, cand["kl"][first], 0.0),
+        "losses/entropy": jnp.where(accepted, cand["entropy"][first], entropy_before),
+        "trpo/expected_improvement": cand["expected"][first],
+        "trpo/actual_improvement": cand["actual"][first],
+        "trpo/cg_residual": cg_residual,
+        "trpo/cg_iterations": cg_used.astype(dtype),
+        "trpo/sFs": sfs,
+        "trpo/backtracks": jnp.where(accepted, first, config.backtrack_iters).astype(dtype),
+        "trpo/accepted": accepted.astype(dtype),
+        "trpo/grad_norm": jnp.linalg.norm(grad),
+        "trpo/nonfinite": nonfinite.astype(dtype),
+    }
+    return new_params, metrics
+
+
+def explained_variance(values: jax.Array, returns: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """`1 - Var[returns - values] / Var[returns]` over `[N]` (or any equal shape); scalar.
+
+    1 is a perfect value function, 0 is no better than a constant, < 0 is worse. Returns 0
+    when the returns have no variance (CleanRL returns NaN there; a NaN metric would look
+    like a divergence).
+    """
+    mask = jnp.ones_like(returns) if mask is None else mask.astype(returns.dtype)
+
+    def var(x):
+        return _masked_mean((x - _masked_mean(x, mask)) ** 2, mask)
+
+    var_returns = var(returns)
+    ev = 1.0 - var(returns - values) / jnp.where(var_returns > 0, var_returns, 1.0)
+    return jnp.where(var_returns > 0, ev, 0.0)
+
+
+def value_optimizer(learning_rate: float = 1e-3) -> optax.GradientTransformation:
+    """Adam whose learning rate lives in its state (optax.inject_hyperparams).
+
+    Pass it to `fit_value` with `learning_rate=config.value_lr` so the rate is a traced
+    leaf that a sweep can vmap, rather than a constant baked in at trace time.
+    """
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+
+
+def _value_loss(value_apply: ValueApply, params, obs, returns, mask) -> jax.Array:
+    return _masked_mean((value_apply(params, obs) - returns) ** 2, mask)
+
+
+def fit_value(
+    value_apply: ValueApply,
+    value_params: Params,
+    opt_state: optax.OptState,
+    optimizer: optax.GradientTransformation,
+    obs: jax.Array,
+    returns: jax.Array,
+    rng: jax.Array,
+    epochs: int,
+    minibatches: int,
+    mask: jax.Array | None = None,
+    learning_rate: jax.Array | float | None = None,
+) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
+    """Regress `value_apply(params, obs [N, D]) -> [N]` on `returns [N]` by minibatch MSE.
+
+    Reshuffles with `rng` every epoch and scans over `epochs × minibatches` steps of size
+    `N // minibatches` (the `N % minibatches` left over differ per epoch). A minibatch whose
+    loss or gradient is non-finite is skipped and counted. `learning_rate`, if given, is
+    written into `opt_state` (needs an `optax.inject_hyperparams` optimiser such as
+    `value_optimizer()`). Metrics: `losses/value_loss` (full-batch MSE after the fit),
+    `losses/value_loss_before`, `losses/explained_variance` (of the pre-fit predictions,
+    i.e. the values GAE used when obs and params are the same),
+    `losses/value_skipped_minibatches`.
+    """
+    n = obs.shape[0]
+    if not 1 <= minibatches <= n:  # static shapes, so checked once at trace time
+        raise MimicError(f"value minibatches must be in [1, {n}] (the batch size), got {minibatches}")
+    size = n // minibatches
+    mask = jnp.ones((n,), returns.dtype) if mask is None else mask.astype(returns.dtype)
+    valid = mask > 0
+    obs = jnp.where(valid[:, None], obs, 0.0)
+    returns = jnp.where(valid, returns, 0.0)
+    if learning_rate is not None:
+        hyper = dict(opt_state.hyperparams)
+        hyper["learning_rate"] = jnp.asarray(learning_rate, hyper["learning_rate"].dtype)
+        opt_state = opt_state._replace(hyperparams=hyper)
+
+    def minibatch_step(carry, idx):
+        params, state = carry
+        loss_and_grad = jax.value_and_grad(_value_loss, argnums=1)
+        loss, grads = loss_and_grad(value_apply, params, obs[idx], returns[idx], mask[idx])
+        updates, new_state = optimizer.update(grads, state, params)
+        new_params = optax.apply_updates(params, updates)
+        ok = jnp.isfinite(loss) & _all_finite(grads)
+        kept = jax.tree.map(
+            lambda new, old: jnp.where(ok, new, old), (new_params, new_state), (params, state)
+        )
+        return kept, ~ok
+
+    def epoch(carry, key):
+        order = jax.random.permutation(key, n)[: size * minibatches].reshape(minibatches, size)
+        return jax.lax.scan(minibatch_step, carry, order)
+
+    values_before = value_apply(value_params, obs)
+    loss_before = _masked_mean((values_before - returns) ** 2, mask)
+    ev = explained_variance(values_before, returns, mask)
+    (value_params, opt_state), skipped = jax.lax.scan(
+        epoch, (value_params, opt_state), jax.random.split(rng, epochs)
+    )
+    metrics = {
+        "losses/value_loss": _value_loss(value_apply, value_params, obs, returns, mask),
+        "losses/value_loss_before": loss_before,
+        "losses/explained_variance": ev,
+        "losses/value_skipped_minibatches": jnp.sum(skipped).astype(returns.dtype),
+    }
+    return value_params, opt_state, metrics

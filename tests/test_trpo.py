@@ -1,0 +1,395 @@
+"""TRPO, GAE, CG, Fisher-vector products and the value fit, against independent references.
+
+Expected values come from hand arithmetic (in comments), numpy, explicit matrices or plain
+Python loops, never from the function under test.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from mimic_mjx.errors import MimicError
+from mimic_mjx.networks import PolicyNetwork, ValueNetwork, gaussian_kl
+from mimic_mjx.trpo import (
+    TrpoBatch,
+    TrpoConfig,
+    compute_gae,
+    conjugate_gradient,
+    explained_variance,
+    fisher_vector_product,
+    fit_value,
+    trpo_step,
+    value_optimizer,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+OBS_DIM, ACT_DIM, N = 3, 2, 256
+
+
+# --- numpy references -------------------------------------------------------------------
+
+def np_log_prob(mean, log_std, actions):
+    std = np.exp(log_std)
+    return np.sum(-((actions - mean) ** 2) / (2 * std**2) - np.log(std) - 0.5 * np.log(2 * np.pi), axis=-1)
+
+
+def np_mean_kl(mean0, log_std0, mean1, log_std1):
+    s0, s1 = np.exp(log_std0), np.exp(log_std1)
+    per_dim = np.log(s1 / s0) + (s0**2 + (mean0 - mean1) ** 2) / (2 * s1**2) - 0.5
+    return per_dim.sum(axis=-1).mean()
+
+
+def as_np(tree):
+    return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def policy():
+    net = PolicyNetwork(action_dim=ACT_DIM, hidden=(16,))
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, OBS_DIM)))
+    return net, params
+
+
+@pytest.fixture(scope="module")
+def batch(policy):
+    """Actions sampled from the old policy; advantages favour a larger action[0]."""
+    net, params = policy
+    k_obs, k_act = jax.random.split(jax.random.PRNGKey(1))
+    obs = jax.random.normal(k_obs, (N, OBS_DIM))
+    mean, log_std = net.apply(params, obs)
+    actions = mean + jnp.exp(log_std) * jax.random.normal(k_act, (N, ACT_DIM))
+    advantages = actions[:, 0] - mean[:, 0]
+    return TrpoBatch(obs=obs, actions=actions, advantages=advantages, mask=jnp.ones((N,)))
+
+
+@pytest.fixture(scope="module")
+def step(policy):
+    net, _ = policy
+    return jax.jit(functools.partial(trpo_step, net.apply))
+
+
+# --- 1. conjugate gradient ----------------------------------------------------------------
+
+def test_cg_solves_spd_system():
+    n = 10
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(n, n))
+    a = m @ m.T + n * np.eye(n)
+    b = rng.normal(size=n)
+    a32 = jnp.asarray(a, jnp.float32)
+    solve = jax.jit(lambda rhs: conjugate_gradient(lambda v: a32 @ v, rhs, n, 1e-10))
+    x, residual_sq, used = solve(jnp.asarray(b, jnp.float32))
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-4, atol=1e-5)
+    assert 1 <= int(used) <= n
+    assert float(residual_sq) < 1e-8 * float(b @ b)
+
+
+def test_cg_stops_early_on_tolerance():
+    # For A = 4·I the first CG step is exact: α = rᵀr / (4 rᵀr) = ¼, x = b/4, r = 0.
+    b = jnp.array([1.0, -2.0, 3.0])
+    x, residual_sq, used = conjugate_gradient(lambda v: 4.0 * v, b, 10, 1e-10)
+    np.testing.assert_allclose(x, [0.25, -0.5, 0.75], rtol=1e-6)
+    assert int(used) == 1
+    assert float(residual_sq) == 0.0
+
+
+# --- 2. Fisher-vector product ---------------------------------------------------------------
+
+def test_fvp_equals_explicit_fisher():
+    net = PolicyNetwork(action_dim=2, hidden=(4,))
+    obs = jax.random.normal(jax.random.PRNGKey(2), (5, 3))
+    params = net.init(jax.random.PRNGKey(3), obs)
+    # Non-trivial log std so the 1/σ² weights differ per dimension.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.array([-0.5, 0.3]) if "log_std" in jax.tree_util.keystr(path) else x, params
+    )
+    flat0, unravel = ravel_pytree(params)
+    old_mean, old_log_std = net.apply(params, obs)
+
+    def mean_kl(flat):
+        mean, log_std = net.apply(unravel(flat), obs)
+        return jnp.mean(gaussian_kl(old_mean, old_log_std, mean, log_std))
+
+    # Analytic Gaussian Fisher: per sample Jᵀ H J, J = d(mean_n, log_std)/dθ and
+    # H = diag(1/σ², 2) (Hessian of the Gaussian KL in (μ, log σ) at p1 = p0).
+    def outputs(flat):
+        mean, log_std = net.apply(unravel(flat), obs)
+        return jnp.concatenate([mean, jnp.broadcast_to(log_std, mean.shape)], axis=-1)  # [5, 4]
+
+    jac = np.asarray(jax.jacfwd(outputs)(flat0), np.float64)  # [5, 4, P]
+    sigma2 = np.exp(2 * np.asarray(old_log_std, np.float64))
+    h = np.diag(np.concatenate([1 / sigma2, [2.0, 2.0]]))
+    fisher = np.einsum("nip,ij,njq->pq", jac, h, jac) / obs.shape[0]
+    hessian = np.asarray(jax.hessian(mean_kl)(flat0), np.float64)
+    np.testing.assert_allclose(hessian, fisher, atol=1e-5)  # the two references agree
+
+    v = jax.random.normal(jax.random.PRNGKey(4), flat0.shape)
+    fvp = jax.jit(fisher_vector_product, static_argnums=(0,))
+    np.testing.assert_allclose(fvp(mean_kl, flat0, v, 0.0), fisher @ np.asarray(v), rtol=1e-4, atol=1e-5)
+    damped = fisher @ np.asarray(v) + 0.1 * np.asarray(v)
+    np.testing.assert_allclose(fvp(mean_kl, flat0, v, 0.1), damped, rtol=1e-4, atol=1e-5)
+
+
+# --- 3. one TRPO step -----------------------------------------------------------------------
+
+def test_trpo_step_improves_within_trust_region(policy, batch, step):
+    net, params = policy
+    config = TrpoConfig()
+    new_params, metrics = step(params, batch, config)
+    assert float(metrics["trpo/accepted"]) == 1.0
+    assert float(metrics["trpo/nonfinite"]) == 0.0
+    assert float(metrics["losses/surrogate_after"]) > float(metrics["losses/surrogate_before"])
+
+    actions = np.asarray(batch.actions)
+    m0, s0 = as_np(net.apply(params, batch.obs))
+    m1, s1 = as_np(net.apply(new_params, batch.obs))
+    kl = np_mean_kl(m0, s0, m1, s1)
+    assert 0.0 < kl <= config.kl_accept_factor * config.max_kl * (1 + 1e-4)
+    np.testing.assert_allclose(float(metrics["losses/kl"]), kl, rtol=1e-3)
+
+    # Surrogate with numpy: normalised advantages, likelihood ratios of the new policy.
+    adv = np.asarray(batch.advantages, np.float64)
+    adv = (adv - adv.mean()) / adv.std()
+    ratio = np.exp(np_log_prob(m1, s1, actions) - np_log_prob(m0, s0, actions))
+    surrogate = float(np.mean(ratio * adv))
+    assert surrogate > 0.0  # the old policy's surrogate is mean(adv) = 0
+    np.testing.assert_allclose(float(metrics["losses/surrogate_after"]), surrogate, rtol=1e-3)
+    # The advantages reward a larger action[0], so the step raises its mean.
+    assert m1[:, 0].mean() > m0[:, 0].mean()
+
+
+def test_trpo_metric_keys(policy, batch, step):
+    _, params = policy
+    _, metrics = step(params, batch, TrpoConfig())
+    expected = {
+        "losses/surrogate_before", "losses/surrogate_after", "losses/kl", "losses/entropy",
+        "trpo/expected_improvement", "trpo/actual_improvement", "trpo/cg_residual",
+        "trpo/cg_iterations", "trpo/sFs", "trpo/backtracks", "trpo/accepted", "trpo/grad_norm",
+        "trpo/nonfinite",
+    }
+    assert set(metrics) == expected
+    assert all(v.shape == () for v in metrics.values())
+
+
+# --- 5. non-finite batches ------------------------------------------------------------------
+
+def assert_unchanged(new_params, params):
+    for new, old in zip(jax.tree.leaves(new_params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+
+
+@pytest.mark.parametrize("field", ["advantages", "obs"])
+def test_nonfinite_batch_leaves_params_unchanged(policy, batch, step, field):
+    _, params = policy
+    if field == "advantages":
+        bad = batch.replace(advantages=batch.advantages.at[3].set(jnp.nan))
+    else:
+        bad = batch.replace(obs=batch.obs.at[7, 1].set(jnp.inf))
+    new_params, metrics = step(params, bad, TrpoConfig())
+    assert_unchanged(new_params, params)
+    assert float(metrics["trpo/accepted"]) == 0.0
+    assert float(metrics["trpo/nonfinite"]) == 1.0
+
+
+def test_nonfinite_in_masked_row_is_ignored(policy, batch, step):
+    _, params = policy
+    bad = batch.replace(
+        advantages=batch.advantages.at[3].set(jnp.nan), mask=batch.mask.at[3].set(0.0)
+    )
+    _, metrics = step(params, bad, TrpoConfig())
+    assert float(metrics["trpo/nonfinite"]) == 0.0
+    assert float(metrics["trpo/accepted"]) == 1.0
+
+
+def test_constant_advantages_reject_step(policy, batch, step):
+    # Equal advantages normalise to 0: no gradient, no improvement, nothing non-finite.
+    _, params = policy
+    new_params, metrics = step(params, batch.replace(advantages=jnp.full((N,), 2.5)), TrpoConfig())
+    assert_unchanged(new_params, params)
+    assert float(metrics["trpo/accepted"]) == 0.0
+    assert float(metrics["trpo/nonfinite"]) == 0.0
+
+
+# --- 7. vmap over configs -------------------------------------------------------------------
+
+def test_trpo_step_vmaps_over_configs(policy, batch, step):
+    net, params = policy
+    members = [TrpoConfig(max_kl=0.01, kl_accept_factor=1.0), TrpoConfig(max_kl=0.001, kl_accept_factor=1.0)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *members)
+    vmapped = jax.jit(jax.vmap(functools.partial(trpo_step, net.apply), in_axes=(None, None, 0)))
+    new_params, metrics = vmapped(params, batch, stacked)
+
+    m0, s0 = as_np(net.apply(params, batch.obs))
+    kls = []
+    for i, config in enumerate(members):
+        member_params = jax.tree.map(lambda x: x[i], new_params)
+        m1, s1 = as_np(net.apply(member_params, batch.obs))
+        kl = np_mean_kl(m0, s0, m1, s1)
+        assert float(metrics["trpo/accepted"][i]) == 1.0
+        assert 0.0 < kl <= config.max_kl * (1 + 1e-4)
+        kls.append(kl)
+        # Each member matches the same config run on its own, up to float32 reordering
+        # (amplified by a CG that has not fully converged in 10 iterations).
+        solo_params, _ = step(params, batch, config)
+        flat_old, flat_member, flat_solo = (ravel_pytree(p)[0] for p in (params, member_params, solo_params))
+        solo_step = np.linalg.norm(flat_solo - flat_old)
+        assert np.linalg.norm(flat_member - flat_solo) < 1e-3 * solo_step
+    assert kls[1] < kls[0]
+
+
+# --- 4. GAE ---------------------------------------------------------------------------------
+
+def test_gae_hand_example():
+    # γ = λ = 0.5 (γλ = 0.25). Env 0 has a termination at t=1 and a truncation at t=2:
+    #   t  r  V(s_t)  V(s'_t)  term trunc   δ_t = r + γ(1-term)V(s'_t) - V(s_t)
+    #   0  1   1       2        0    0       1 + 0.5·2 - 1 =  1
+    #   1  1   2       5        1    0       1 + 0     - 2 = -1   (no bootstrap)
+    #   2  1   3       4        0    1       1 + 0.5·4 - 3 =  0   (bootstraps final obs)
+    #   3  1   2       6        0    0       1 + 0.5·6 - 2 =  2   (rollout end)
+    #   A3 = 2;  A2 = 0 + 0.25·(1-1)·2 = 0;  A1 = -1 + 0.25·(1-1)·0 = -1;  A0 = 1 + 0.25·(-1) = 0.75
+    #   returns = A + V = [1.75, 1, 3, 4]
+    # Env 1 has no episode end: r = [0, 0, 0, 1], V = V' = 0 → δ = [0, 0, 0, 1],
+    #   A = [0.25³, 0.25², 0.25, 1] = [0.015625, 0.0625, 0.25, 1]; returns = A.
+    rewards = jnp.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    values = jnp.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [2.0, 0.0]])
+    bootstrap = jnp.array([[2.0, 0.0], [5.0, 0.0], [4.0, 0.0], [6.0, 0.0]])
+    term = jnp.array([[0, 0], [1, 0], [0, 0], [0, 0]], jnp.float32)
+    trunc = jnp.array([[0, 0], [0, 0], [1, 0], [0, 0]], jnp.float32)
+    adv, ret = compute_gae(rewards, values, bootstrap, term, trunc, 0.5, 0.5)
+    np.testing.assert_allclose(adv[:, 0], [0.75, -1.0, 0.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(ret[:, 0], [1.75, 1.0, 3.0, 4.0], rtol=1e-6)
+    np.testing.assert_allclose(adv[:, 1], [0.015625, 0.0625, 0.25, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(ret[:, 1], adv[:, 1], rtol=1e-6)
+
+
+def gae_python_loop(rewards, values, bootstrap, term, trunc, gamma, lam):
+    t_len, n_env = rewards.shape
+    adv = np.zeros((t_len, n_env))
+    for b in range(n_env):
+        next_adv = 0.0
+        for t in reversed(range(t_len)):
+            not_term = 1.0 - term[t, b]
+            not_done = 0.0 if (term[t, b] or trunc[t, b]) else 1.0
+            delta = rewards[t, b] + gamma * not_term * bootstrap[t, b] - values[t, b]
+            next_adv = delta + gamma * lam * not_done * next_adv
+            adv[t, b] = next_adv
+    return adv, adv + values
+
+
+def test_gae_matches_python_loop_on_random_data():
+    rng = np.random.default_rng(5)
+    shape = (16, 3)
+    rewards, values, bootstrap = rng.normal(size=shape), rng.normal(size=shape), rng.normal(size=shape)
+    term = (rng.random(shape) < 0.15).astype(np.float32)
+    trunc = (rng.random(shape) < 0.15).astype(np.float32)
+    expected_adv, expected_ret = gae_python_loop(rewards, values, bootstrap, term, trunc, 0.95, 0.9)
+    gae = jax.jit(compute_gae)
+    arrays = (jnp.asarray(x, jnp.float32) for x in (rewards, values, bootstrap, term, trunc))
+    adv, ret = gae(*arrays, 0.95, 0.9)
+    np.testing.assert_allclose(adv, expected_adv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ret, expected_ret, rtol=1e-5, atol=1e-5)
+
+
+def test_gae_lambda_one_gives_discounted_returns():
+    # With λ = 1 and no episode end, returns[t] = Σ_k γ^k r_{t+k} + γ^(T-t) V(s'_{T-1}).
+    rng = np.random.default_rng(6)
+    t_len, gamma = 8, 0.9
+    rewards, values = rng.normal(size=(t_len, 1)), rng.normal(size=(t_len, 1))
+    bootstrap = np.zeros((t_len, 1))
+    bootstrap[-1] = 3.0
+    zeros = np.zeros((t_len, 1), np.float32)
+    expected = [
+        sum(gamma**k * rewards[t + k, 0] for k in range(t_len - t)) + gamma ** (t_len - t) * 3.0
+        for t in range(t_len)
+    ]
+    # V(s'_t) for t < T-1 is V(s_{t+1}); with λ = 1 those terms cancel in the sum of δs.
+    bootstrap[:-1] = values[1:]
+    _, ret = compute_gae(*(jnp.asarray(x, jnp.float32) for x in (rewards, values, bootstrap, zeros, zeros)),
+                         gamma, 1.0)
+    np.testing.assert_allclose(ret[:, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+# --- 6. value fit ---------------------------------------------------------------------------
+
+def regression_data():
+    obs = jax.random.normal(jax.random.PRNGKey(7), (256, 2))
+    returns = 2.0 * obs[:, 0] - obs[:, 1] + 0.5
+    return obs, returns
+
+
+def test_fit_value_reduces_loss():
+    net = ValueNetwork(hidden=(32,))
+    obs, returns = regression_data()
+    params = net.init(jax.random.PRNGKey(8), obs)
+    optimizer = optax.adam(1e-2)
+    fit = jax.jit(functools.partial(fit_value, net.apply, optimizer=optimizer, epochs=30, minibatches=4))
+    new_params, _, metrics = fit(
+        params, optimizer.init(params), obs=obs, returns=returns, rng=jax.random.PRNGKey(9)
+    )
+
+    def np_mse(p):
+        return float(np.mean((np.asarray(net.apply(p, obs)) - np.asarray(returns)) ** 2))
+
+    before, after = np_mse(params), np_mse(new_params)
+    assert after < 0.1 * before
+    np.testing.assert_allclose(float(metrics["losses/value_loss"]), after, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["losses/value_loss_before"]), before, rtol=1e-4)
+    assert float(metrics["losses/value_skipped_minibatches"]) == 0.0
+
+
+def test_fit_value_learning_rate_is_a_vmappable_leaf():
+    net = ValueNetwork(hidden=(8,))
+    obs, returns = regression_data()
+    params = net.init(jax.random.PRNGKey(8), obs)
+    optimizer = value_optimizer()
+    opt_state = optimizer.init(params)
+    # A NaN return in a masked-out row must not reach the parameters.
+    returns = returns.at[0].set(jnp.nan)
+    mask = jnp.ones((256,)).at[0].set(0.0)
+
+    def fit(lr):
+        return fit_value(net.apply, params, opt_state, optimizer, obs, returns, jax.random.PRNGKey(9),
+                         epochs=2, minibatches=4, mask=mask, learning_rate=lr)
+
+    new_params, _, metrics = jax.jit(jax.vmap(fit))(jnp.array([0.0, 1e-2]))
+    for new, old in zip(jax.tree.leaves(new_params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(new[0], old)  # lr = 0: Adam's update is exactly 0
+        assert np.all(np.isfinite(new[1]))
+    pairs = zip(jax.tree.leaves(new_params), jax.tree.leaves(params))
+    assert not all(np.array_equal(new[1], old) for new, old in pairs)
+    assert float(metrics["losses/value_loss"][1]) < float(metrics["losses/value_loss"][0])
+
+
+def test_explained_variance():
+    returns = jnp.array([1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(explained_variance(returns, returns), 1.0)
+    np.testing.assert_allclose(explained_variance(jnp.full((4,), 2.5), returns), 0.0, atol=1e-6)
+    # values [1, 2, 3, 5]: residual [0, 0, 0, -1], mean -0.25, Var = (3·0.0625 + 0.5625)/4 = 0.1875;
+    # Var[returns] = 1.25;  EV = 1 - 0.1875/1.25 = 0.85.
+    np.testing.assert_allclose(explained_variance(jnp.array([1.0, 2.0, 3.0, 5.0]), returns), 0.85, rtol=1e-6)
+    # Masking out the last sample leaves a perfect prediction on [1, 2, 3].
+    mask = jnp.array([1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(explained_variance(jnp.array([1.0, 2.0, 3.0, 5.0]), returns, mask), 1.0)
+    # Constant returns: no variance to explain, reported as 0 rather than NaN.
+    assert float(explained_variance(jnp.zeros(4), jnp.ones(4))) == 0.0
+
+
+def test_static_settings_are_validated(policy, batch):
+    net, params = policy
+    with pytest.raises(MimicError, match="fvp_subsample"):
+        trpo_step(net.apply, params, batch, TrpoConfig(fvp_subsample=0))
+    value_net = ValueNetwork(hidden=(4,))
+    obs, returns = regression_data()
+    value_params = value_net.init(jax.random.PRNGKey(0), obs)
+    optimizer = optax.adam(1e-3)
+    with pytest.raises(MimicError, match="minibatches"):
+        fit_value(value_net.apply, value_params, optimizer.init(value_params), optimizer, obs, returns,
+                  jax.random.PRNGKey(1), epochs=1, minibatches=1000)
