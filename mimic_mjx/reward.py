@@ -29,16 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimic_mjx import config as cfglib
+from mimic_mjx import model as model_lib
 from mimic_mjx import quaternion
 from mimic_mjx.errors import MimicError
 
-JOINT_NAMES = (
-    "chest", "neck", "right_hip", "right_knee", "right_ankle", "right_shoulder", "right_elbow",
-    "left_hip", "left_knee", "left_ankle", "left_shoulder", "left_elbow",
-)
-# "DiffWeight" of each joint in JOINT_NAMES order: /work/shared/deepmimic/characters/humanoid3d.txt
-# (lines 46, 67, 88, 105, 126, 147, 164, 205, 222, 243, 264, 281).
-JOINT_DIFF_WEIGHTS = np.array([0.5, 0.3, 0.5, 0.3, 0.2, 0.3, 0.2, 0.5, 0.3, 0.2, 0.3, 0.2])
+# DeepMimic's 12 tracked joints and their skeleton "DiffWeight"s, from the model module
+# (humanoid3d.txt is their source).
+JOINT_NAMES = model_lib.JOINTS
+JOINT_DIFF_WEIGHTS = np.array(model_lib.DIFF_WEIGHTS)
 # Root "DiffWeight" (humanoid3d.txt line 25); the two wrists have 0 (lines 184, 301).
 ROOT_DIFF_WEIGHT = 1.0
 # cSceneImitate::CalcJointWeights divides every DiffWeight by their L1 norm over all 15
@@ -60,7 +58,9 @@ class Kinematics:
     joint_quat: jax.Array  # [J, 4] local rotation of each joint w.r.t. its parent, w-x-y-z, J = 12
     joint_angvel: jax.Array  # [J, 3] child-body angular velocity relative to parent, child frame, rad/s
     joint_pos: jax.Array  # [28] the model's hinge coordinates, rad (what the failed port compared)
-    end_effectors: jax.Array  # [E, 3] ankles and wrists relative to the root, heading frame, m; E = 4
+    # [E, 3] ankles and wrists (E = 4) in the root's heading frame, m: horizontal offsets from
+    # the root, and height above the floor as in SceneImitate.cpp (lines 86-89).
+    end_effectors: jax.Array
     root_pos: jax.Array  # [3] world, m (z up)
     root_quat: jax.Array  # [4] world, w-x-y-z
     root_linvel: jax.Array  # [3] world, m/s

@@ -1,0 +1,338 @@
+"""The imitation environment: pure `reset(rng) -> State` and `step(state, action) -> State`.
+
+One environment per call; batches come from `jax.vmap` (see `reset_batch`). The humanoid is
+driven at 30 Hz toward a reference clip: actions are PD targets for the 28 hinge coordinates
+(or torques), scored by `reward.py` against the clip sampled at the same time. Episodes start
+at a random clip time (reference state initialisation), end early when the character falls
+(early termination) or its physics turns non-finite, and are truncated at a time limit.
+Finished environments reset themselves inside `step`, so a batch runs forever.
+
+The reward config travels in the state (`State.reward_config`), so vmapping `reset` over a
+stack of configs gives every environment (or sweep member) its own reward, with one compile.
+"""
+
+import contextlib
+import io
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from mimic_mjx import config as cfglib
+from mimic_mjx import model as model_lib
+from mimic_mjx import motion
+from mimic_mjx import quaternion as quat
+from mimic_mjx import reward as reward_lib
+from mimic_mjx.errors import MimicError
+
+with contextlib.redirect_stdout(io.StringIO()):
+    # mujoco.mjx prints "Failed to import warp" to stdout when the optional Warp backend is
+    # absent; that line would corrupt `--json` output.
+    from mujoco import mjx
+
+
+@flax.struct.dataclass
+class EnvConfig:
+    """Environment settings. Static fields fix shapes or code paths; others are leaves."""
+
+    motion: str = cfglib.field("walk", "clip name or path", static=True)
+    control: str = cfglib.field("pd", "pd: actions are PD targets in each joint's range; torque: scaled torques", static=True)
+    rsi: bool = cfglib.field(True, "reference state initialisation: start at a uniform random clip time (else 0)", static=True)
+    early_termination: bool = cfglib.field(True, "end an episode when a fall is detected", static=True)
+    fall_contact: str = cfglib.field(
+        "non_feet", "bodies whose floor contact is a fall: non_feet, or deepmimic (root, chest, neck)", static=True
+    )
+    episode_seconds: float = cfglib.field(20.0, "time limit (truncation), s; DeepMimic's 20 s episodes", static=True)
+    min_root_height: float = cfglib.field(0.3, "a fall also when the root is below this height, m")
+    future_frames: tuple[int, ...] = cfglib.field((), "control steps ahead whose reference pose is observed, e.g. [1, 2]", static=True)
+
+
+@flax.struct.dataclass
+class State:
+    """One environment. Shapes for a single env; vmapped states add a leading [B]."""
+
+    data: mjx.Data  # physics state (qpos [35], qvel [34], ...)
+    obs: jax.Array  # [obs_dim] observation for the next action (after any auto-reset)
+    final_obs: jax.Array  # [obs_dim] observation reached by the last step, before auto-reset
+    reward: jax.Array  # [] reward of the last step
+    reward_terms: dict  # name -> [] each term of the last step's reward (reward/<name>)
+    errors: reward_lib.Errors  # raw errors of the last step, for re-scoring
+    terminated: jax.Array  # [] bool: the last step ended the episode by a fall or non-finite physics
+    truncated: jax.Array  # [] bool: the last step hit the time limit (bootstrap from final_obs)
+    time: jax.Array  # [] clip time of the current state, s
+    step_count: jax.Array  # [] int, steps taken in the current episode
+    nonfinite_count: jax.Array  # [] int, episodes ended by NaN/inf physics (cumulative)
+    rng: jax.Array
+    reward_config: reward_lib.RewardConfig
+
+    @property
+    def done(self):
+        return self.terminated | self.truncated
+
+
+class ImitationEnv:
+    """Pure reset/step over `State`; the object only holds constants (model, clip, indices)."""
+
+    def __init__(self, config: EnvConfig, clip: motion.Clip | None = None, reward_config=None):
+        if config.control not in ("pd", "torque"):
+            raise MimicError(f"env.control must be 'pd' or 'torque', got {config.control!r}")
+        if config.fall_contact not in ("non_feet", "deepmimic"):
+            raise MimicError(f"env.fall_contact must be 'non_feet' or 'deepmimic', got {config.fall_contact!r}")
+        if config.episode_seconds <= 0:
+            raise MimicError(f"env.episode_seconds must be > 0, got {config.episode_seconds}")
+        if any(k < 1 for k in config.future_frames):
+            raise MimicError(f"env.future_frames must be positive step counts, got {list(config.future_frames)}")
+        self.config = config
+        self.clip = clip if clip is not None else motion.load_clip(config.motion)
+        self.clip_arrays = self.clip.arrays()
+        self.reward_config = reward_config if reward_config is not None else reward_lib.preset("deepmimic_paper")
+        self.mj_model = model_lib.load_model(config.control)
+        self.mjx_model = mjx.put_model(self.mj_model)
+        self._data0 = mjx.make_data(self.mjx_model)
+        self.substeps = model_lib.substeps(self.mj_model)
+        self.dt = 1.0 / model_lib.CONTROL_HZ
+        self.max_steps = int(round(config.episode_seconds * model_lib.CONTROL_HZ))
+        m = self.mj_model
+        self.action_size = m.nu
+        self._act_qpos = np.array([m.jnt_qposadr[m.actuator_trnid[i, 0]] for i in range(m.nu)])
+        lo, hi = model_lib.load_model("pd").actuator_ctrlrange.T
+        self._act_mid, self._act_half = (hi + lo) / 2, (hi - lo) / 2
+        self._joint_body = model_lib.body_ids(m, model_lib.JOINTS)
+        self._joint_parent = m.body_parentid[self._joint_body]
+        self._ee_body = model_lib.body_ids(m, model_lib.END_EFFECTORS)
+        self._bodies = np.arange(1, m.nbody)  # every body but the world
+        self._body_mass = m.body_mass[1:] / m.body_mass[1:].sum()
+        allowed = set(model_lib.body_ids(m, model_lib.FEET).tolist())
+        if config.fall_contact == "deepmimic":
+            # humanoid3d.txt BodyDefs "EnableFallContact": 1 only for root, chest and neck.
+            falls = set(model_lib.body_ids(m, ("root", "chest", "neck")).tolist())
+        else:
+            falls = set(range(1, m.nbody)) - allowed
+        self._fall_geom = np.array([m.geom_bodyid[g] in falls for g in range(m.ngeom)])
+        self.observation_size = int(self._observe(self._data0, jnp.zeros(()), self._data0.qpos).shape[0])
+
+    # ----------------------------------------------------------------- physics helpers
+    def _forward_kinematics(self, data):
+        """Positions, orientations and body velocities of `data.qpos`/`data.qvel`."""
+        data = mjx.kinematics(self.mjx_model, data)
+        data = mjx.com_pos(self.mjx_model, data)
+        return mjx.com_vel(self.mjx_model, data)
+
+    def reference(self, t):
+        """Reference physics state at clip time t: (data with kinematics, lowest point)."""
+        qpos, qvel, low = motion.sample(self.clip_arrays, t)
+        return self._forward_kinematics(self._data0.replace(qpos=qpos, qvel=qvel)), low
+
+    def kinematics(self, data) -> reward_lib.Kinematics:
+        """What the reward compares, from a data with forward kinematics done."""
+        xq = data.xquat
+        world_w = data.cvel[:, 0:3]  # body angular velocities, world frame
+        child, parent = self._joint_body, self._joint_parent
+        rel_w = world_w[child] - world_w[parent]
+        root_pos, root_quat = data.qpos[0:3], data.qpos[3:7]
+        heading = quat.yaw_quat(quat.yaw(root_quat))
+        ee = quat.rotate(quat.conj(heading), data.xpos[self._ee_body] - root_pos)
+        ee = ee.at[:, 2].set(data.xpos[self._ee_body, 2])  # height above the floor (DeepMimic)
+        return reward_lib.Kinematics(
+            joint_quat=quat.mul(quat.conj(xq[parent]), xq[child]),
+            joint_angvel=quat.rotate(quat.conj(xq[child]), rel_w),
+            joint_pos=data.qpos[7:],
+            end_effectors=ee,
+            root_pos=root_pos,
+            root_quat=root_quat,
+            root_linvel=data.qvel[0:3],
+            root_angvel=quat.rotate(root_quat, data.qvel[3:6]),
+            com_pos=data.subtree_com[1],
+            com_vel=self._com_velocity(data),
+        )
+
+    def _body_velocities(self, data):
+        """Angular [nbody-1, 3] and origin linear [nbody-1, 3] velocities, world frame."""
+        # cvel is (angular, linear) about the tree's centre of mass subtree_com[1].
+        w = data.cvel[self._bodies, 0:3]
+        v = data.cvel[self._bodies, 3:6] + jnp.cross(w, data.xpos[self._bodies] - data.subtree_com[1])
+        return w, v
+
+    def _com_velocity(self, data):
+        w = data.cvel[self._bodies, 0:3]
+        v = data.cvel[self._bodies, 3:6] + jnp.cross(w, data.xipos[self._bodies] - data.subtree_com[1])
+        return jnp.sum(self._body_mass[:, None] * v, axis=0)
+
+    # ------------------------------------------------------------------- observation
+    def _observe(self, data, t, ref_qpos_future):
+        """DeepMimic-style observation, invariant to world heading and horizontal position.
+
+        Blocks (15 bodies, all in the root's heading frame, i.e. yaw removed):
+          root height                                1
+          body positions relative to the root        14 x 3 = 42 (root itself omitted)
+          body orientations, 6D (two matrix columns) 15 x 6 = 90
+          body linear velocities                     15 x 3 = 45
+          body angular velocities                    15 x 3 = 45
+          clip phase (sin, cos)                      2
+          per future frame k in config.future_frames: reference hinge angles (28), root
+          height (1), root offset from the current root (2, horizontal), root orientation
+          6D (6) = 37 each.
+        Total without future frames: 225.
+        """
+        root_pos, root_quat = data.qpos[0:3], data.qpos[3:7]
+        inv = quat.conj(quat.yaw_quat(quat.yaw(root_quat)))
+        pos = quat.rotate(inv, data.xpos[self._bodies[1:]] - root_pos)
+        rot = quat.to_matrix(quat.mul(inv, data.xquat[self._bodies]))[..., :2].reshape(-1)
+        w, v = self._body_velocities(data)
+        parts = [root_pos[2:3], pos.reshape(-1), rot, quat.rotate(inv, v).reshape(-1), quat.rotate(inv, w).reshape(-1)]
+        parts.append(self._phase(t))
+        for k in range(len(self.config.future_frames)):
+            q = ref_qpos_future[k]
+            parts += [
+                q[7:],
+                q[2:3],
+                quat.rotate(inv, q[0:3] - root_pos)[:2],
+                quat.to_matrix(quat.mul(inv, q[3:7]))[..., :2].reshape(-1),
+            ]
+        return jnp.concatenate(parts)
+
+    def _phase(self, t):
+        duration = self.clip_arrays.duration
+        if self.clip.loop:
+            phase = jnp.mod(t, duration) / duration
+        else:  # half a circle keeps start and end apart for clips that do not loop
+            phase = 0.5 * jnp.clip(t / duration, 0.0, 1.0)
+        return jnp.stack([jnp.sin(2 * jnp.pi * phase), jnp.cos(2 * jnp.pi * phase)])
+
+    def _future_qpos(self, t):
+        ks = self.config.future_frames
+        if not ks:
+            return jnp.zeros((0, self.mj_model.nq))
+        return jnp.stack([motion.sample(self.clip_arrays, t + k * self.dt)[0] for k in ks])
+
+    # ------------------------------------------------------------------- reset / step
+    def reset(self, rng, reward_config=None) -> State:
+        """A new episode at a random clip time (RSI) or at 0, in the reference state."""
+        rng, key = jax.random.split(rng)
+        if self.config.rsi:
+            t = jax.random.uniform(key, (), minval=0.0, maxval=self.clip_arrays.duration)
+        else:
+            t = jnp.zeros(())
+        qpos, qvel, low = motion.sample(self.clip_arrays, t)
+        # Some mocap frames put a body under the floor (see `mimic-mjx clips --check`):
+        # start those episodes lifted by the depth, not inside the floor.
+        qpos = qpos.at[2].add(jnp.maximum(0.0, -low))
+        data = self._forward_kinematics(self._data0.replace(qpos=qpos, qvel=qvel, ctrl=self._pd_hold(qpos)))
+        obs = self._observe(data, t, self._future_qpos(t))
+        zero = jnp.zeros(())
+        config = self.reward_config if reward_config is None else reward_config
+        sim = self.kinematics(data)
+        errors = reward_lib.compute_errors(sim, sim)
+        _, terms = reward_lib.reward_from_errors(errors, jnp.zeros(self.action_size), config)
+        return State(
+            data=data,
+            obs=obs,
+            final_obs=obs,
+            reward=zero,
+            reward_terms=jax.tree.map(jnp.zeros_like, terms),
+            errors=errors,
+            terminated=jnp.zeros((), bool),
+            truncated=jnp.zeros((), bool),
+            time=t,
+            step_count=jnp.zeros((), jnp.int32),
+            nonfinite_count=jnp.zeros((), jnp.int32),
+            rng=rng,
+            reward_config=config,
+        )
+
+    def _pd_hold(self, qpos):
+        if self.config.control == "pd":
+            return qpos[self._act_qpos]
+        return jnp.zeros(self.action_size)
+
+    def action_to_ctrl(self, action):
+        """[-1, 1] actions to actuator controls: a joint-range target (pd) or torque fraction."""
+        action = jnp.clip(action, -1.0, 1.0)
+        if self.config.control == "pd":
+            return self._act_mid + self._act_half * action
+        return action
+
+    def reference_action(self, state: State):
+        """The pd action whose targets are the reference pose one control step ahead [28]."""
+        qpos, _, _ = motion.sample(self.clip_arrays, state.time + self.dt)
+        return jnp.clip((qpos[self._act_qpos] - self._act_mid) / self._act_half, -1.0, 1.0)
+
+    def step(self, state: State, action) -> State:
+        """Advance one 30 Hz control step; a finished episode is replaced by a fresh one."""
+        if action.shape != (self.action_size,):
+            raise MimicError(f"action has shape {action.shape}, expected ({self.action_size},) per environment")
+        data = state.data.replace(ctrl=self.action_to_ctrl(action))
+
+        def substep(d, _):
+            return mjx.step(self.mjx_model, d), None
+
+        data, _ = jax.lax.scan(substep, data, None, length=self.substeps)
+        data = self._forward_kinematics(data)
+        t = state.time + self.dt
+        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+        ref, _ = self.reference(t)
+        errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref))
+        reward, terms = reward_lib.reward_from_errors(errors, action, state.reward_config)
+        fell = self._fell(data)
+        terminated = ~finite | (fell if self.config.early_termination else False)
+        steps = state.step_count + 1
+        truncated = ~terminated & (steps >= self.max_steps)
+        if not self.clip.loop:
+            truncated = truncated | (~terminated & (t >= self.clip_arrays.duration))
+        # DeepMimic: a failed step earns the terminal reward, 0, not the tracking reward.
+        keep = ~terminated
+        reward = jnp.where(keep, reward, 0.0)
+        terms = jax.tree.map(lambda x: jnp.where(keep, x, 0.0), terms)
+        obs = self._observe(data, t, self._future_qpos(t))
+        obs = jnp.where(finite, obs, 0.0)  # never hand NaN/inf to the policy or the value
+        errors = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), errors)
+        stepped = state.replace(
+            data=data,
+            obs=obs,
+            final_obs=obs,
+            reward=reward,
+            reward_terms=terms,
+            errors=errors,
+            terminated=terminated,
+            truncated=truncated,
+            time=t,
+            step_count=steps,
+            nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+        )
+        fresh = self.reset(state.rng, state.reward_config)
+        done = terminated | truncated
+        # Keep the finished step's outcome; take physics, obs, time and counters from reset.
+        fresh = fresh.replace(
+            final_obs=obs,
+            reward=reward,
+            reward_terms=terms,
+            errors=errors,
+            terminated=terminated,
+            truncated=truncated,
+            nonfinite_count=stepped.nonfinite_count,
+        )
+        stepped = stepped.replace(rng=jax.random.split(state.rng)[0])
+        return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, stepped)
+
+    def _fell(self, data):
+        contact = data._impl.contact
+        touching = contact.dist <= 0.0
+        fall_geom = jnp.asarray(self._fall_geom)
+        bad = touching & (fall_geom[contact.geom1] | fall_geom[contact.geom2])
+        return jnp.any(bad) | (data.qpos[2] < self.config.min_root_height)
+
+
+def reset_batch(env: ImitationEnv, rng, batch_size: int, reward_config=None) -> State:
+    """`batch_size` independent environments: a State with a leading [B] axis."""
+    keys = jax.random.split(rng, batch_size)
+    return jax.vmap(lambda k: env.reset(k, reward_config))(keys)
+
+
+def step_batch(env: ImitationEnv, state: State, actions) -> State:
+    """Step a batch: actions [B, 28]. A wrong shape is a MimicError naming both shapes."""
+    batch = state.time.shape[0]
+    if actions.shape != (batch, env.action_size):
+        raise MimicError(f"actions have shape {tuple(actions.shape)}, expected ({batch}, {env.action_size})")
+    return jax.vmap(env.step)(state, actions)
