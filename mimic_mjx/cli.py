@@ -53,6 +53,29 @@ def _clip_line(row: dict) -> str:
     )
 
 
+def _cmd_diagnose(args) -> int:
+    from mimic_mjx import config as cfglib
+    from mimic_mjx import diagnose
+    from mimic_mjx import env as env_lib
+
+    overrides = cfglib.parse_overrides(args.set or [])
+    env_overrides = overrides.pop("env", {})
+    reward_overrides = overrides.pop("reward", {})
+    for key, value in overrides.items():  # bare FIELD=VALUE means a reward field
+        reward_overrides[key] = value
+    env_config = cfglib.from_dict(env_lib.EnvConfig, env_overrides, "--set env")
+    progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
+    report = diagnose.diagnose(
+        args.motion, args.reward, reward_overrides, env_config, num_envs=args.envs, steps=args.steps,
+        seed=args.seed, scales=args.scales, progress=progress,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(diagnose.format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimic-mjx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--check", action="store_true", help="validate each clip against the model")
     p.set_defaults(func=_cmd_clips)
+
+    p = sub.add_parser("diagnose", help="reward and return scale under reference, zero and random policies")
+    p.add_argument("--motion", default="walk", help="clip name or path (default: walk)")
+    p.add_argument("--reward", default="deepmimic_paper", help="reward preset (deepmimic_paper, deepmimic_code, original_port)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="reward field (pose_scale=3 or reward.pose_scale=3) or env.FIELD=VALUE; repeatable")
+    p.add_argument("--scales", nargs="+", metavar="FIELD=V1,V2", help="re-score the same rollouts over this grid of reward fields")
+    p.add_argument("--envs", type=int, default=16, help="environments per policy (default 16)")
+    p.add_argument("--steps", type=int, default=90, help="control steps per environment (default 90 = 3 s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_diagnose)
     return parser
 
 

@@ -1,0 +1,116 @@
+"""The imitation environment: RSI, early termination, truncation, non-finite physics, shapes.
+
+All batched runs share one compiled rollout (conftest.walk_rollout): env p*N + i runs
+policy p of diagnose.POLICIES (reference, zero, random).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import WALK_ENVS
+from mimic_mjx import env as env_lib
+from mimic_mjx.errors import MimicError
+
+REF, ZERO, RANDOM = 0, 1, 2
+
+
+def test_observation_and_action_sizes(walk_env, walk_reset):
+    # 1 + 14*3 + 15*6 + 15*3 + 15*3 + 2 = 225 (env._observe docstring); 28 hinges.
+    assert walk_env.observation_size == 225
+    assert walk_env.action_size == 28
+    assert walk_reset.obs.shape == (3 * WALK_ENVS, 225)
+    assert bool(jnp.all(jnp.isfinite(walk_reset.obs)))
+
+
+def test_rsi_reproduces_the_reference_pose(walk_env, walk_reset):
+    clip = walk_env.clip
+    times = np.asarray(walk_reset.time)
+    assert times.min() >= 0 and times.max() < clip.duration and len(set(times.round(6))) > 1
+    qpos = np.asarray(walk_reset.data.qpos)
+    for b, t in enumerate(times):
+        # Independent of motion.sample: numpy's interp of the stored frames, hinge by hinge.
+        hinges = [np.interp(t, clip.frame_times, clip.qpos[:, k]) for k in range(7, clip.qpos.shape[1])]
+        np.testing.assert_allclose(qpos[b, 7:], hinges, atol=1e-5)
+        root_xy = [np.interp(t, clip.frame_times, clip.qpos[:, k]) for k in range(2)]
+        np.testing.assert_allclose(qpos[b, :2], root_xy, atol=1e-5)
+        # The root height is the clip's, lifted only where the clip is under the floor.
+        z = np.interp(t, clip.frame_times, clip.qpos[:, 2])
+        low = np.interp(t, clip.frame_times, clip.lowest_point)
+        assert qpos[b, 2] == pytest.approx(z + max(0.0, -low), abs=1e-5)
+
+
+def test_no_rsi_starts_at_time_zero():
+    env = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk", rsi=False))
+    state = env.reset(jax.random.PRNGKey(0))  # eager: no compile of the step
+    assert float(state.time) == 0.0
+    np.testing.assert_allclose(np.asarray(state.data.qpos[7:]), env.clip.qpos[0, 7:], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def staged(walk_env, walk_rollout, walk_reset):
+    """One rollout from a staged start: env 0 lies on the floor, env 1 stands in its
+    reference pose, env 2 is one step from the time limit, env 3 has NaN velocities."""
+    data = walk_reset.data
+    lying = jnp.zeros_like(data.qpos[0]).at[2].set(0.12)
+    # Pitched 90 degrees about y: torso horizontal, face down.
+    lying = lying.at[3:7].set(jnp.array([np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]))
+    qpos = data.qpos.at[0].set(lying)
+    qvel = data.qvel.at[0].set(0.0).at[3].set(jnp.nan)
+    steps = walk_reset.step_count.at[2].set(walk_env.max_steps - 1)
+    state = walk_reset.replace(data=data.replace(qpos=qpos, qvel=qvel), step_count=steps)
+    return walk_rollout(jax.random.PRNGKey(3), state)
+
+
+def test_early_termination_fires_on_the_torso_not_on_the_feet(staged):
+    rollouts, _ = staged
+    assert bool(rollouts.terminated[0, REF, 0]), "torso on the floor must end the episode"
+    assert not bool(rollouts.terminated[0, REF, 1]), "standing on the feet must not"
+
+
+def test_truncation_is_not_termination(staged, walk_env):
+    rollouts, _ = staged
+    assert bool(rollouts.truncated[0, REF, 2]) and not bool(rollouts.terminated[0, REF, 2])
+    # Fell (env 0) is a termination, never a truncation.
+    assert not bool(rollouts.truncated[0, REF, 0])
+
+
+def test_nonfinite_physics_is_counted_and_reset(staged):
+    rollouts, final = staged
+    assert bool(rollouts.terminated[0, REF, 3])
+    assert int(final.nonfinite_count[3]) >= 1
+    assert int(final.nonfinite_count[1]) == 0
+    for leaf in jax.tree.leaves(rollouts.errors):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+    assert bool(jnp.all(jnp.isfinite(final.data.qpos))) and bool(jnp.all(jnp.isfinite(final.obs)))
+
+
+def test_reference_policy_survives_longer_than_zero_and_random(walk_rollouts):
+    rollouts, _ = walk_rollouts
+    falls = np.asarray(rollouts.terminated).sum(axis=(0, 2))  # [P] falls in the same window
+    # Same number of env-steps per policy, so fewer falls means longer survival.
+    assert falls[REF] < falls[ZERO] and falls[REF] < falls[RANDOM]
+
+
+def test_reward_is_zero_on_the_terminating_step_and_bounded(walk_rollouts, walk_env):
+    from mimic_mjx import diagnose
+
+    rollouts, _ = walk_rollouts
+    rewards, _ = diagnose.step_rewards(rollouts, walk_env.reward_config)
+    rewards = np.asarray(rewards)
+    assert np.all(rewards[np.asarray(rollouts.terminated)] == 0)
+    assert rewards.min() >= 0 and rewards.max() <= 1.0 + 1e-6
+
+
+def test_wrong_action_shapes_are_one_line_errors(walk_env, walk_reset):
+    with pytest.raises(MimicError, match=r"actions have shape \(24, 27\), expected \(24, 28\)"):
+        env_lib.step_batch(walk_env, walk_reset, jnp.zeros((24, 27)))
+    single = jax.tree.map(lambda x: x[0], walk_reset)
+    with pytest.raises(MimicError, match=r"action has shape \(3,\)"):
+        walk_env.step(single, jnp.zeros(3))
+
+
+def test_bad_env_config_is_one_line():
+    with pytest.raises(MimicError, match="env.control"):
+        env_lib.ImitationEnv(env_lib.EnvConfig(control="velocity"))
