@@ -33,9 +33,8 @@ SPHERICAL = frozenset(
 DIFF_WEIGHTS = (0.5, 0.3, 0.5, 0.3, 0.2, 0.3, 0.2, 0.5, 0.3, 0.2, 0.3, 0.2)
 # Skeleton "IsEndEffector" == 1: the ankles and the (fixed) wrists.
 END_EFFECTORS = ("right_ankle", "right_wrist", "left_ankle", "left_wrist")
-# Bodies allowed to touch the floor without ending an episode: the feet, as in DeepMimic
-# (BodyDefs "EnableFallContact": 0 marks every limb, but DeepMimic's ground contact check
-# only fires for the root, chest and neck; we also end on thighs/arms touching, see env.py).
+# The bodies allowed to touch the floor without it counting as a fall (env.py's default
+# early termination: any other body touching the floor ends the episode).
 FEET = ("right_ankle", "left_ankle")
 
 
