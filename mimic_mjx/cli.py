@@ -76,7 +76,15 @@ def _cmd_diagnose(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _lazy(parser, module: str, adder: str, runner: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(f"mimic_mjx.{module}")
+    getattr(mod, adder)(parser)
+    parser.set_defaults(func=getattr(mod, runner))
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimic-mjx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("clips", help="list the DeepMimic clips found (and check them with --check)")
@@ -94,11 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_diagnose)
+
+    # The remaining commands live with the concept they run: `module.add_arguments(parser)`
+    # declares the flags, `module.run_cli(args)` runs them. Only the invoked command's module
+    # is imported: JAX and MJX take seconds to import and `clips` needs neither.
+    for name, module, help_text, adder, runner in (
+        ("train", "train", "train a policy with TRPO (default: walk)", "add_arguments", "run_cli"),
+        ("eval", "evaluate", "evaluate a run's deterministic policy on the yardstick", "add_arguments", "run_cli"),
+        ("sweep", "sweep", "train many reward variants side by side in one program", "add_arguments", "run_cli"),
+        ("extract", "sweep", "write one sweep member as a run directory", "add_extract_arguments", "run_extract_cli"),
+        ("bench", "bench", "throughput of physics, environment and training", "add_arguments", "run_cli"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _lazy(p, module, adder, runner)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return args.func(args)
     except MimicError as e:
