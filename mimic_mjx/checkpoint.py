@@ -1,0 +1,154 @@
+"""Training checkpoints: whole `TrainState` pytrees saved with orbax-checkpoint.
+
+A run directory keeps them under `checkpoints/<iteration>/`. Restoring needs a template of
+the state (`jax.eval_shape` of `train.init` under the run's config); a checkpoint whose
+tree or shapes differ from the template (another network size, batch, clip) is a
+`MimicError` naming the directory and the first mismatching entry, not an orbax traceback.
+"""
+
+import contextlib
+import logging
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mimic_mjx.errors import MimicError
+
+SUBDIR = "checkpoints"
+
+
+def _manager(run_dir: str | pathlib.Path, keep: int | None = None, create: bool = True) -> ocp.CheckpointManager:
+    directory = pathlib.Path(run_dir).resolve() / SUBDIR
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=create,
+        # Synchronous saves: the training loop's next iteration reads the same buffers, and a
+        # save costs well under a second for the state sizes here.
+        enable_async_checkpointing=False,
+    )
+    return ocp.CheckpointManager(directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
+
+
+@contextlib.contextmanager
+def _quiet():
+    """orbax logs every save and restore at INFO through absl; keep the progress output clean."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def save(run_dir: str | pathlib.Path, step: int, state: Any, keep: int = 3) -> None:
+    """Write `state` as checkpoint `step` under `run_dir/checkpoints`, keeping the newest `keep`."""
+    with _quiet():
+        manager = _manager(run_dir, keep)
+        manager.save(step, args=ocp.args.StandardSave(_nest(_non_empty(state))), force=True)
+        manager.wait_until_finished()
+        manager.close()
+
+
+def latest_step(run_dir: str | pathlib.Path) -> int | None:
+    """The newest checkpoint's step in `run_dir`, or None when there is none."""
+    directory = pathlib.Path(run_dir) / SUBDIR
+    if not directory.is_dir():
+        return None
+    with _quiet():
+        manager = _manager(run_dir, create=False)
+        step = manager.latest_step()
+        manager.close()
+    return step
+
+
+def _key_name(key) -> str:
+    for attr in ("name", "key", "idx"):  # GetAttrKey, DictKey, SequenceKey
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _named_leaves(tree: Any) -> dict[tuple[str, ...], Any]:
+    """`{('env_state', 'data', 'qpos'): leaf, ...}` for every leaf of `tree`."""
+    return {tuple(_key_name(k) for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _nest(named: dict[tuple[str, ...], Any]) -> dict:
+    """Nested plain dicts from path-named leaves: the form orbax stores."""
+    out: dict = {}
+    for path, leaf in named.items():
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = leaf
+    return out
+
+
+def _non_empty(tree: Any) -> dict[tuple[str, ...], Any]:
+    """The leaves a checkpoint holds, by name, in the tree's order. orbax cannot save
+    zero-size arrays (mjx.Data has several, e.g. `act` for a model without activations);
+    their shape alone describes them, so restore rebuilds them from the template."""
+    return {path: leaf for path, leaf in _named_leaves(tree).items() if np.size(leaf) > 0}
+
+
+def _mismatch(saved: Any, want: dict[tuple[str, ...], Any]) -> str | None:
+    """Words for the first difference between saved metadata and the wanted leaves, or None."""
+    have = _named_leaves(saved)
+    for path, leaf in want.items():
+        name = "/".join(path)
+        if path not in have:
+            return f"it has no entry '{name}'"
+        have_shape = tuple(getattr(have[path], "shape", ()) or ())
+        if have_shape != tuple(leaf.shape):
+            return f"'{name}' has shape {have_shape}, this config needs {tuple(leaf.shape)}"
+        have_dtype = getattr(have[path], "dtype", leaf.dtype)
+        if np.dtype(have_dtype) != np.dtype(leaf.dtype):
+            return f"'{name}' has dtype {np.dtype(have_dtype)}, this config needs {np.dtype(leaf.dtype)}"
+    extra = sorted(set(have) - set(want))
+    if extra:
+        return f"it has an entry '{'/'.join(extra[0])}' this config does not"
+    return None
+
+
+def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None) -> tuple[Any, int]:
+    """Restore checkpoint `step` (default: the latest) into the structure of `template`.
+
+    `template` is a pytree of arrays or `jax.ShapeDtypeStruct`s (e.g. `jax.eval_shape` of
+    `train.init`). Returns `(state, step)`. Raises MimicError when there is no checkpoint or
+    it does not fit the template.
+    """
+    directory = pathlib.Path(run_dir).resolve() / SUBDIR
+    step = latest_step(run_dir) if step is None else step
+    if step is None:
+        raise MimicError(f"{directory}: no checkpoint to restore")
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), template)
+    wanted = _non_empty(abstract)
+    with _quiet():
+        manager = _manager(run_dir, create=False)
+        try:
+            problem = _mismatch(manager.item_metadata(step), wanted)
+            if problem is not None:
+                raise MimicError(
+                    f"{directory}: checkpoint {step} was written by a different model or config ({problem}); "
+                    "resume with the run's own config.yaml or start a new --out directory"
+                )
+            restored = _named_leaves(manager.restore(step, args=ocp.args.StandardRestore(_nest(wanted))))
+        except MimicError:
+            raise
+        except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise MimicError(f"{directory}: cannot restore checkpoint {step}: {first}") from None
+        finally:
+            manager.close()
+    # Through host memory: orbax hands back arrays committed to a device, and jit lowers
+    # committed inputs with sharding annotations, i.e. a different program from the one a
+    # fresh state compiles to (a persistent-cache miss, minutes on CPU).
+    leaves = [jnp.asarray(np.asarray(restored[path])) if path in restored else jnp.zeros(leaf.shape, leaf.dtype)
+              for path, leaf in _named_leaves(abstract).items()]
+    state = jax.tree.unflatten(jax.tree.structure(abstract), leaves)
+    return state, step

@@ -1,0 +1,216 @@
+"""One yardstick for every policy: deterministic actions, RSI off, a fixed reference reward.
+
+Each evaluation episode starts at clip time 0 (no reference state initialisation), acts with
+the policy's mean action, and runs until it falls or reaches a full-length episode:
+`env.max_steps` (the 20 s time limit, 600 steps) for looping clips, the clip's length in
+steps for clips that do not loop. Every step is re-scored from the env's raw errors under
+the `deepmimic_paper` reward (each step in [0, 1], 0 on the step that falls), whatever
+reward the run trained on, so runs with different rewards compare on one scale:
+
+    normalized_return = (sum of reference-reward steps) / (max reward per step * full steps)
+
+so 1 is perfect tracking for a full episode and falling early lowers it.
+
+With RSI off and a deterministic policy every episode starts in the same state, so on CPU the
+episodes of one call are identical; `episodes` > 1 guards against rare non-determinism on
+accelerators and keeps the batch shape the trainer's sweep members share.
+
+Pure core: `rollout_scores` and `summarize` (jit/vmap-able, e.g. over sweep members);
+host side: `evaluate_state` (an in-memory TrainState) and `evaluate` (a run directory).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mimic_mjx import checkpoint
+from mimic_mjx import config as cfglib
+from mimic_mjx import env as env_lib
+from mimic_mjx import networks as nets
+from mimic_mjx import reward as reward_lib
+from mimic_mjx import train as train_lib
+from mimic_mjx.errors import MimicError
+
+REFERENCE_PRESET = "deepmimic_paper"
+# The keys `mimic-mjx eval --json` promises; others may be added.
+KEYS = ("normalized_return", "reward_per_step", "episode_length_mean", "joint_angle_error_rad",
+        "end_effector_error_m", "fall_rate")
+
+
+@flax.struct.dataclass
+class EpisodeScores:
+    """Per-episode totals of one evaluation batch, each `[E]`."""
+
+    reference_return: jax.Array  # sum over the episode of the reference (paper) reward
+    train_return: jax.Array  # the same under the run's own reward
+    length: jax.Array  # steps until the fall or the end (int32)
+    terminated: jax.Array  # bool: ended by a fall (or non-finite physics), not the time/clip limit
+    angle_error_sum: jax.Array  # Σ over scored steps of mean joint angle error, rad
+    end_effector_error_sum: jax.Array  # Σ over scored steps of mean end-effector distance, m
+    scored_steps: jax.Array  # steps whose errors were summed (all but the final one)
+
+
+def full_episode_steps(env: env_lib.ImitationEnv) -> int:
+    """Steps of a full-length evaluation episode from clip time 0.
+
+    Looping clips: the time limit. Otherwise the env truncates once its float32 clip time
+    reaches the clip's duration; the loop repeats that float32 arithmetic exactly.
+    """
+    if env.clip.loop:
+        return env.max_steps
+    duration = np.float32(env.clip_arrays.duration)
+    t, dt, n = np.float32(0.0), np.float32(env.dt), 0
+    while n < env.max_steps and not t >= duration:
+        t, n = np.float32(t + dt), n + 1
+    return n
+
+
+def tracking_errors(env: env_lib.ImitationEnv, state: env_lib.State) -> tuple[jax.Array, jax.Array]:
+    """(mean joint angle error [rad], mean end-effector distance [m]) of one env vs its reference.
+
+    Angles are the rotation angles of sim⁻¹·ref local joint rotations over the 12 tracked
+    joints; end-effector distances are in the root's heading frame with heights above the
+    floor, as the reward compares them.
+    """
+    sim = env.kinematics(state.data)
+    ref_data, _ = env.reference(state.time)
+    ref = env.kinematics(ref_data)
+    angle = jnp.mean(reward_lib.quat_diff_angle(sim.joint_quat, ref.joint_quat))
+    distance = jnp.mean(jnp.linalg.norm(sim.end_effectors - ref.end_effectors, axis=-1))
+    return angle, distance
+
+
+def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy_params,
+                   normalizer: nets.NormalizerState, reward_config: reward_lib.RewardConfig,
+                   rng: jax.Array, episodes: int, steps: int) -> EpisodeScores:
+    """Run `episodes` envs for `steps` steps with the mean action; score each one's first episode.
+
+    `env` should have `rsi=False`. Steps after an env's first episode ends are ignored. The
+    errors of an episode's final step are not scored: the env has already replaced that
+    state by a reset one (its fall is counted by `terminated` instead).
+    """
+    reference = reward_lib.preset(REFERENCE_PRESET)
+    best = reward_lib.max_reward(reference)
+    state0 = env_lib.reset_batch(env, rng, episodes, reward_config)
+    zeros = jnp.zeros((episodes,), jnp.float32)
+    scores0 = EpisodeScores(zeros, zeros, jnp.zeros((episodes,), jnp.int32), jnp.zeros((episodes,), bool),
+                            zeros, zeros, zeros)
+
+    def step(carry, _):
+        state, alive, scores = carry
+        mean, _ = policy.apply(policy_params, nets.normalize(normalizer, state.obs))
+        nxt = jax.vmap(env.step)(state, mean)
+        ref_reward, _ = jax.vmap(reward_lib.reward_from_errors, in_axes=(0, 0, None))(nxt.errors, mean, reference)
+        ref_reward = jnp.where(nxt.terminated, 0.0, ref_reward / best)
+        done = nxt.terminated | nxt.truncated
+        angle, distance = jax.vmap(lambda s: tracking_errors(env, s))(nxt)
+        scored = alive & ~done
+        scores = EpisodeScores(
+            reference_return=scores.reference_return + jnp.where(alive, ref_reward, 0.0),
+            train_return=scores.train_return + jnp.where(alive, nxt.reward, 0.0),
+            length=scores.length + alive.astype(jnp.int32),
+            terminated=scores.terminated | (alive & nxt.terminated),
+            angle_error_sum=scores.angle_error_sum + jnp.where(scored, angle, 0.0),
+            end_effector_error_sum=scores.end_effector_error_sum + jnp.where(scored, distance, 0.0),
+            scored_steps=scores.scored_steps + scored.astype(jnp.float32),
+        )
+        return (nxt, alive & ~done, scores), None
+
+    (_, _, scores), _ = jax.lax.scan(step, (state0, jnp.ones((episodes,), bool), scores0), None, length=steps)
+    return scores
+
+
+def summarize(scores: EpisodeScores, full_steps: int) -> dict[str, jax.Array]:
+    """The evaluation metrics (scalars) from per-episode totals; pure, vmappable.
+
+    `normalized_return` is capped at 1 only against float32 rounding of a perfect score.
+    """
+    length = scores.length.astype(jnp.float32)
+    scored = jnp.maximum(jnp.sum(scores.scored_steps), 1.0)
+    return {
+        "normalized_return": jnp.minimum(jnp.mean(scores.reference_return) / full_steps, 1.0),
+        "reward_per_step": jnp.sum(scores.reference_return) / jnp.maximum(jnp.sum(length), 1.0),
+        "train_reward_per_step": jnp.sum(scores.train_return) / jnp.maximum(jnp.sum(length), 1.0),
+        "episode_length_mean": jnp.mean(length),
+        "episode_length_fraction": jnp.mean(length) / full_steps,
+        "joint_angle_error_rad": jnp.sum(scores.angle_error_sum) / scored,
+        "end_effector_error_m": jnp.sum(scores.end_effector_error_sum) / scored,
+        "fall_rate": jnp.mean(scores.terminated.astype(jnp.float32)),
+    }
+
+
+def eval_env(config: train_lib.TrainConfig) -> env_lib.ImitationEnv:
+    """The run's environment with RSI off (episodes start at clip time 0)."""
+    return env_lib.ImitationEnv(config.env.replace(rsi=False), reward_config=config.reward.resolve())
+
+
+def make_evaluation(env: env_lib.ImitationEnv, config: train_lib.TrainConfig, episodes: int):
+    """`score(policy_params, normalizer, reward_config, rng) -> metrics` (pure; jit/vmap it)."""
+    if episodes < 1:
+        raise MimicError(f"episodes must be >= 1, got {episodes}")
+    policy, _ = train_lib.make_networks(env, config)
+    steps = full_episode_steps(env)
+
+    def score(policy_params, normalizer, reward_config, rng):
+        scores = rollout_scores(env, policy, policy_params, normalizer, reward_config, rng, episodes, steps)
+        return summarize(scores, steps)
+
+    return score
+
+
+def evaluate_state(state: train_lib.TrainState, config: train_lib.TrainConfig, episodes: int = 4,
+                   seed: int = 0, env: env_lib.ImitationEnv | None = None) -> dict[str, float]:
+    """Evaluate an in-memory (unbatched) TrainState; returns plain floats."""
+    env = eval_env(config) if env is None else env
+    score = jax.jit(make_evaluation(env, config, episodes))
+    reward_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
+    metrics = score(state.policy_params, state.normalizer, reward_config, jax.random.PRNGKey(seed))
+    out = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    out["full_episode_steps"] = full_episode_steps(env)
+    return out
+
+
+def load_run_config(run_dir: str | pathlib.Path) -> train_lib.TrainConfig:
+    path = pathlib.Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise MimicError(f"{run_dir}: not a run directory (no config.yaml)")
+    return cfglib.load_config(train_lib.TrainConfig, path, [])
+
+
+def evaluate(run_dir: str | pathlib.Path, episodes: int = 4, seed: int = 0) -> dict[str, float]:
+    """Evaluate the latest checkpoint of a run directory (see the module docstring for keys)."""
+    config = load_run_config(run_dir)
+    env = eval_env(config)
+    state, step = checkpoint.restore(run_dir, train_lib.abstract_state(env, config))
+    metrics = evaluate_state(state, config, episodes, seed, env)
+    metrics["iteration"] = int(step)
+    metrics["env_steps"] = int(state.env_steps)
+    return metrics
+
+
+def add_arguments(parser) -> None:
+    """`mimic-mjx eval` arguments."""
+    parser.add_argument("run_dir", help="a training run directory (holds config.yaml and checkpoints/)")
+    parser.add_argument("--episodes", type=int, default=4, help="evaluation episodes (default: 4)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def run_cli(args) -> int:
+    """Run `mimic-mjx eval`; MimicError propagates to the CLI's one-line handler."""
+    train_lib.enable_compile_cache()
+    metrics = evaluate(args.run_dir, episodes=args.episodes, seed=args.seed)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.run_dir}: iteration {metrics['iteration']}, {metrics['env_steps']:,} env steps, "
+              f"{args.episodes} episode(s) of up to {metrics['full_episode_steps']} steps")
+        for key in KEYS:
+            print(f"  {key:<24} {metrics[key]:.4f}")
+    return 0

@@ -1,0 +1,102 @@
+"""The evaluation yardstick: episode length bookkeeping, the summary arithmetic by hand, and
+one evaluation of a short humanoid run through the CLI entry point (keys, ranges, identities).
+"""
+
+import argparse
+import json
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mimic_mjx import config as cfglib
+from mimic_mjx import env as env_lib
+from mimic_mjx import evaluate, train
+from mimic_mjx.errors import MimicError
+
+pytestmark = pytest.mark.timeout(120)
+
+# Keep identical to test_train.TINY: same shapes, same compiled training program.
+TINY = [
+    "num_envs=16", "horizon=16", "network.policy_hidden=[32,32]", "network.value_hidden=[32,32]",
+    "network.init_log_std=-1.6", "trpo.value_minibatches=4", "trpo.fvp_subsample=1", "checkpoint_every=2",
+]
+
+
+def test_full_episode_steps():
+    # Looping clip: the time limit, 20 s x 30 Hz = 600 steps.
+    assert evaluate.full_episode_steps(env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk"))) == 600
+    # getup_faceup does not loop and lasts 3.76652 s: ceil(3.76652 x 30) = ceil(112.995) = 113 steps.
+    once = env_lib.ImitationEnv(env_lib.EnvConfig(motion="getup_faceup"))
+    assert not once.clip.loop
+    assert evaluate.full_episode_steps(once) == math.ceil(once.clip.duration * 30) == 113
+    # A time limit shorter than the clip wins: 2 s x 30 Hz = 60 steps.
+    short = env_lib.ImitationEnv(env_lib.EnvConfig(motion="getup_faceup", episode_seconds=2.0))
+    assert evaluate.full_episode_steps(short) == 60
+
+
+def test_summarize_by_hand():
+    scores = evaluate.EpisodeScores(
+        reference_return=jnp.array([6.0, 2.0]),
+        train_return=jnp.array([3.0, 1.0]),
+        length=jnp.array([10, 4], jnp.int32),
+        terminated=jnp.array([False, True]),
+        angle_error_sum=jnp.array([0.9, 0.3]),
+        end_effector_error_sum=jnp.array([0.45, 0.15]),
+        scored_steps=jnp.array([9.0, 3.0]),
+    )
+    m = {k: float(v) for k, v in evaluate.summarize(scores, full_steps=10).items()}
+    assert m["normalized_return"] == pytest.approx((6 / 10 + 2 / 10) / 2)  # 0.4
+    assert m["reward_per_step"] == pytest.approx(8 / 14)  # (6 + 2) / (10 + 4) steps
+    assert m["train_reward_per_step"] == pytest.approx(4 / 14)
+    assert m["episode_length_mean"] == pytest.approx(7.0)
+    assert m["joint_angle_error_rad"] == pytest.approx(1.2 / 12)  # (0.9 + 0.3) / (9 + 3) steps
+    assert m["end_effector_error_m"] == pytest.approx(0.6 / 12)
+    assert m["fall_rate"] == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "run"
+    config = cfglib.load_config(train.TrainConfig, None, TINY + ["iterations=2"])
+    train.train(config, out, progress=lambda _: None)
+    return out
+
+
+@pytest.mark.timeout(900)
+def test_eval_cli_json_keys_and_ranges(run_dir, capsys):
+    code = evaluate.run_cli(argparse.Namespace(run_dir=str(run_dir), episodes=2, seed=0, json=True))
+    assert code == 0
+    m = json.loads(capsys.readouterr().out)
+    assert set(evaluate.KEYS) <= set(m)
+    assert {"normalized_return", "episode_length_mean", "joint_angle_error_rad", "end_effector_error_m",
+            "fall_rate"} <= set(m)
+    assert all(math.isfinite(v) for v in m.values())
+    assert m["iteration"] == 2 and m["env_steps"] == 2 * 16 * 16
+    full = m["full_episode_steps"]
+    assert full == 600  # walk loops: the 20 s time limit
+    assert 0.0 <= m["normalized_return"] <= 1.0
+    assert 0.0 <= m["reward_per_step"] <= 1.0
+    assert 1.0 <= m["episode_length_mean"] <= full
+    assert 0.0 <= m["fall_rate"] <= 1.0
+    assert 0.0 <= m["joint_angle_error_rad"] <= math.pi
+    assert m["end_effector_error_m"] >= 0.0
+    # Identity: Σ return / E / full = (Σ return / Σ length) · (Σ length / E) / full.
+    assert m["normalized_return"] == pytest.approx(m["reward_per_step"] * m["episode_length_mean"] / full, rel=1e-5)
+    # A policy after 2 updates falls within seconds: far from a full, perfect episode.
+    assert m["fall_rate"] == 1.0 and m["normalized_return"] < 0.2
+    # Deterministic policy, RSI off: both episodes are the same episode.
+    assert m["episode_length_mean"] == int(m["episode_length_mean"])
+
+
+def test_eval_needs_a_run_directory(tmp_path):
+    with pytest.raises(MimicError) as err:
+        evaluate.evaluate(tmp_path)
+    assert "not a run directory" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_episodes_must_be_positive():
+    config = cfglib.load_config(train.TrainConfig, None, TINY)
+    with pytest.raises(MimicError, match="episodes must be >= 1"):
+        evaluate.make_evaluation(None, config, 0)

@@ -1,0 +1,418 @@
+"""The trainer: configs, health alarms, probe problems with known answers, and short runs of
+the real humanoid (files, metrics, resume identity, checkpoint mismatch, improvement).
+
+Expected values come from hand arithmetic (in comments) or invariants, not from the trainer.
+The humanoid tests share one compiled iteration: every run uses the TINY shapes (leaf
+values such as max_kl or the seed do not change the program), and the persistent compile
+cache from conftest.py serves later compiles, in this file and in test_evaluate.py.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mimic_mjx import config as cfglib
+from mimic_mjx import env as env_lib
+from mimic_mjx import reward as reward_lib
+from mimic_mjx import train
+from mimic_mjx.errors import MimicError
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# Keep identical to test_evaluate.TINY: same shapes, same compiled program.
+TINY = [
+    "num_envs=16", "horizon=16", "network.policy_hidden=[32,32]", "network.value_hidden=[32,32]",
+    "network.init_log_std=-1.6", "trpo.value_minibatches=4", "trpo.fvp_subsample=1", "checkpoint_every=2",
+]
+
+
+def tiny_config(*more) -> train.TrainConfig:
+    return cfglib.load_config(train.TrainConfig, None, TINY + list(more))
+
+
+# ------------------------------------------------------------------------- configs
+
+
+def test_reward_spec_mirrors_reward_config():
+    spec = [f.name for f in dataclasses.fields(train.RewardSpec)]
+    assert spec == ["preset"] + [f.name for f in dataclasses.fields(reward_lib.RewardConfig)]
+
+
+def test_reward_spec_from_yaml_and_set(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("reward: {preset: deepmimic_code, pose_scale: 3}\n")
+    config = train.load_train_config(path, [])
+    resolved = config.reward.resolve()
+    assert float(resolved.pose_scale) == 3.0
+    # Untouched fields keep deepmimic_code's values: root weight 0.2 (SceneImitate.cpp line 9-19).
+    assert float(resolved.root_weight) == pytest.approx(0.2)
+    config = train.load_train_config(path, ["reward.pose_scale=5", "reward.preset=deepmimic_paper"])
+    resolved = config.reward.resolve()
+    # Paper preset: end-effector scale 40 (eq. 9); override wins for pose.
+    assert (float(resolved.pose_scale), float(resolved.end_effector_scale)) == (5.0, 40.0)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["nonexistent.key=1"], "unknown key 'nonexistent'"),
+    (["reward.pose_scal=1"], "unknown key 'reward.pose_scal'"),
+    (["reward.preset=nope"], "unknown reward preset 'nope'"),
+    (["reward.pose_scale=-1"], "reward.pose_scale must be >= 0"),
+])
+def test_bad_override_is_one_line(overrides, words):
+    with pytest.raises(MimicError) as err:
+        train.load_train_config(None, overrides)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_malformed_yaml_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("trpo: {max_kl: 0.01\nhorizon: 3\n")
+    with pytest.raises(MimicError) as err:
+        train.load_train_config(path, [])
+    assert str(path) in str(err.value) and "malformed YAML" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_presets_load_and_inherit():
+    names = ["walk", "run", "jump", "backflip", "spinkick", "cpu_tiny"]
+    walk = train.load_train_config("walk", [])
+    for name in names:
+        config = train.load_train_config(name, [])
+        assert train.find_config(name) == REPO / "configs" / f"{name}.yaml"
+        if name in ("run", "jump", "backflip", "spinkick"):
+            # Everything but the clip comes from walk.yaml through `base:`.
+            assert config.env.motion == name
+            assert config.replace(env=walk.env) == walk
+    with pytest.raises(MimicError, match="not found"):
+        train.find_config("no_such_preset")
+
+
+def test_num_envs_resolves_per_backend():
+    config = train.load_train_config("walk", [])
+    assert config.num_envs is None
+    assert train.resolve_defaults(config, "gpu").num_envs == train.GPU_NUM_ENVS
+    assert train.resolve_defaults(config, "cpu").num_envs == train.CPU_NUM_ENVS
+    assert train.resolve_defaults(config.replace(num_envs=7), "gpu").num_envs == 7
+    with pytest.raises(MimicError, match="horizon must be >= 1"):
+        train.resolve_defaults(config.replace(horizon=0), "cpu")
+
+
+# --------------------------------------------------------------------- health alarms
+
+HEALTHY = {"training/reward_fraction_of_max": 0.3, "training/advantage_std": 0.5, "losses/kl": 0.008,
+           "trpo/accepted": 1.0, "training/nonfinite_episodes": 0.0}
+
+
+def test_healthy_metrics_raise_nothing():
+    health, messages = train.check_health(HEALTHY, train.Health())
+    assert messages == [] and health == train.Health()
+
+
+def test_vanishing_reward_alarm_once():
+    metrics = {**HEALTHY, "training/reward_fraction_of_max": 2e-4}  # below 1e-3
+    health, messages = train.check_health(metrics, train.Health(), motion="jump")
+    assert len(messages) == 1
+    assert "reward vanishingly small" in messages[0] and "mimic-mjx diagnose --motion jump" in messages[0]
+    health, messages = train.check_health(metrics, health, motion="jump")
+    assert messages == []  # printed once per run
+
+
+def test_flat_advantages_alarm():
+    _, messages = train.check_health({**HEALTHY, "training/advantage_std": 0.0}, train.Health())
+    assert len(messages) == 1 and "advantage std" in messages[0]
+
+
+def test_rejected_line_search_alarm_after_three_in_a_row():
+    rejected = {**HEALTHY, "trpo/accepted": 0.0, "losses/kl": 0.0}
+    health = train.Health()
+    for _ in range(2):
+        health, messages = train.check_health(rejected, health)
+        assert messages == []
+    health, _ = train.check_health(HEALTHY, health)  # an accepted step resets the streak
+    assert health.rejected_streak == 0
+    for expected in ([], [], ["stalled_policy"]):
+        health, messages = train.check_health(rejected, health)
+        assert [m.split(":")[0].split()[1] for m in messages] == expected
+    assert "3 iterations in a row" in messages[0]
+
+
+def test_nonfinite_metric_alarm():
+    _, messages = train.check_health({**HEALTHY, "losses/value_loss": math.nan}, train.Health())
+    assert len(messages) == 1 and "losses/value_loss" in messages[0]
+
+
+# ------------------------------------------------------------------- probe problems
+
+
+class ProbeEnv:
+    """A two-dimensional problem with a known answer, shaped like ImitationEnv.
+
+    mode "bandit": obs is a target t uniform in [-1, 1]², the reward is
+      scale·(1 − mean((clip(a) − t)²)), every episode lasts one step (terminated); the
+      optimal mean action is t.
+    mode "terminated" / "truncated": obs constant, reward 1 per step, every step ends the
+      episode by a fall / by the time limit. With discount γ the true values are
+      V = 1 (no bootstrap) and V = 1 / (1 − γ) (bootstrap from the final obs).
+    """
+
+    observation_size = 2
+    action_size = 2
+
+    def __init__(self, mode):
+        self.mode = mode
+
+    def _obs(self, key):
+        if self.mode == "bandit":
+            return jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
+        return jnp.ones((2,))
+
+    def reset(self, rng, reward_config=None):
+        rng, key = jax.random.split(rng)
+        zero = jnp.zeros(())
+        return env_lib.State(
+            data=zero, obs=self._obs(key), final_obs=self._obs(key), reward=zero, reward_terms={"probe": zero},
+            errors=None, terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), time=zero,
+            step_count=jnp.zeros((), jnp.int32), nonfinite_count=jnp.zeros((), jnp.int32), rng=rng,
+            reward_config=reward_config,
+        )
+
+    def step(self, state, action):
+        config = state.reward_config
+        scale = config.output_scale * config.pose_weight
+        if self.mode == "bandit":
+            base = 1.0 - jnp.mean((jnp.clip(action, -1.0, 1.0) - state.obs) ** 2)
+        else:
+            base = jnp.ones(())
+        fresh = self.reset(state.rng, config)
+        return fresh.replace(
+            final_obs=state.obs, reward=scale * base, reward_terms={"probe": scale * base},
+            terminated=jnp.asarray(self.mode != "truncated"), truncated=jnp.asarray(self.mode == "truncated"),
+        )
+
+
+PROBE_REWARD = reward_lib.RewardConfig(pose_weight=1.0)  # max_reward = 1
+
+
+def probe_config(**trpo_leaves):
+    config = cfglib.from_dict(train.TrainConfig, {
+        "num_envs": 64, "horizon": 4, "network": {"policy_hidden": [16], "value_hidden": [16]},
+        "trpo": {"value_minibatches": 4, **trpo_leaves},
+    }, "probe")
+    return config
+
+
+def run_probe(mode, iterations, **trpo_leaves):
+    env, config = ProbeEnv(mode), probe_config(**trpo_leaves)
+    state = train.init(env, config, jax.random.PRNGKey(0), PROBE_REWARD)
+    step = jax.jit(train.make_iteration(env, config))
+    history = []
+    for _ in range(iterations):
+        state, metrics = step(state)
+        history.append({k: float(v) for k, v in metrics.items()})
+    return env, config, state, history
+
+
+def test_probe_bandit_policy_learns_the_target():
+    env, config, state, history = run_probe("bandit", 40)
+    rewards = [m["training/reward_mean"] for m in history]
+    # First rollout (before any update): mean action ≈ 0, so E(a − t)² = Var t + σ² =
+    # 1/3 + e^-2 ≈ 0.47 → reward ≈ 0.53 (256 samples: standard error ≈ 0.02).
+    assert rewards[0] == pytest.approx(0.53, abs=0.05)
+    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.15
+    assert all(m["trpo/accepted"] == 1.0 for m in history[:5])
+    policy, _ = train.make_networks(env, config)
+    targets = jnp.array([[0.5, -0.5], [-0.8, 0.2], [0.0, 0.9]])
+    from mimic_mjx.networks import normalize
+    mean, _ = policy.apply(state.policy_params, normalize(state.normalizer, targets))
+    np.testing.assert_allclose(mean, targets, atol=0.25)
+    # One-step episodes: every step ends one, of length 1; all are terminations.
+    assert history[-1]["training/episode_length"] == 1.0
+    assert history[-1]["training/episodes_ended"] == 64 * 4
+    assert history[-1]["training/fall_fraction"] == 1.0
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("terminated", 1.0),  # V = r = 1, nothing after a fall
+    ("truncated", 2.0),  # V = 1 + γV with γ = 0.5 → V = 1/(1 − 0.5) = 2
+])
+def test_probe_value_bootstraps_truncations_only(mode, expected):
+    env, config, state, history = run_probe(mode, 60, gamma=0.5, value_lr=0.01)
+    _, value = train.make_networks(env, config)
+    from mimic_mjx.networks import normalize
+    v = value.apply(state.value_params, normalize(state.normalizer, jnp.ones((1, 2))))
+    assert float(v[0]) == pytest.approx(expected, abs=0.05)
+    # Every step ends an episode; the return of a one-step episode is its reward, 1.
+    assert history[-1]["training/return_mean"] == 1.0
+
+
+def test_iteration_vmaps_over_members_with_their_own_reward():
+    """A sweep: one program, members differing only in the reward config they carry."""
+    env, config = ProbeEnv("bandit"), probe_config()
+    configs = reward_lib.stack_configs([PROBE_REWARD, PROBE_REWARD.replace(output_scale=2.0)])
+    keys = jnp.stack([jax.random.PRNGKey(0)] * 2)
+    states = jax.vmap(lambda k, rc: train.init(env, config, k, rc))(keys, configs)
+    states, metrics = jax.jit(jax.vmap(train.make_iteration(env, config)))(states)
+    # Same key and params, so the same actions: member 1's rewards are exactly twice member 0's,
+    # and so is its maximum, so the fraction of max agrees.
+    r0, r1 = np.asarray(metrics["training/reward_mean"])
+    assert r1 == pytest.approx(2 * r0, rel=1e-6)
+    f0, f1 = np.asarray(metrics["training/reward_fraction_of_max"])
+    assert f0 == pytest.approx(f1, rel=1e-6)
+    assert np.asarray(states.iteration).tolist() == [1, 1]
+    single, single_metrics = jax.jit(train.make_iteration(env, config))(
+        train.init(env, config, jax.random.PRNGKey(0), PROBE_REWARD))
+    assert float(single_metrics["training/reward_mean"]) == pytest.approx(r0, rel=1e-5)
+
+
+# --------------------------------------------------------------- the real humanoid
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """4 iterations of the humanoid (checkpoints at 2 and 4), with their progress lines."""
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    lines = []
+    result = train.train(tiny_config("iterations=4"), out, progress=lines.append)
+    return result, lines
+
+
+@pytest.mark.timeout(600)
+def test_run_writes_config_metrics_checkpoints_and_progress(run):
+    result, lines = run
+    out = result.run_dir
+    assert lines[0].startswith("initialised 16 environments")
+    assert lines[1] == "compiling the training iteration (first call) ..."
+    assert lines[2].startswith("compiled in ")
+    assert sum(line.startswith("iter ") for line in lines) == 4
+    saved = cfglib.load_config(train.TrainConfig, out / "config.yaml", [])
+    assert saved == train.resolve_defaults(tiny_config("iterations=4"))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["training/iteration"] for r in records] == [1, 2, 3, 4]
+    assert [r["training/env_steps"] for r in records] == [256, 512, 768, 1024]  # 16 envs x 16 steps
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "4"]
+    for key in ("training/reward_mean", "training/reward_min", "training/reward_max", "reward/pose",
+                "training/episode_length", "training/return_mean", "training/return_std",
+                "training/advantage_mean", "training/advantage_std", "training/reward_fraction_of_max",
+                "training/nonfinite_episodes", "losses/value_loss", "losses/explained_variance",
+                "losses/surrogate_before", "losses/surrogate_after", "losses/kl", "losses/entropy",
+                "trpo/cg_residual", "trpo/accepted", "trpo/backtracks", "charts/SPS", "charts/wall_time_s"):
+        assert all(math.isfinite(r[key]) for r in records), key
+    r = records[-1]
+    # deepmimic_paper's max reward is 0.65 + 0.1 + 0.15 + 0.1 = 1 per step.
+    assert r["training/reward_fraction_of_max"] == pytest.approx(r["training/reward_mean"], rel=1e-5)
+    assert r["training/reward_min"] <= r["training/reward_mean"] <= r["training/reward_max"] <= 1.0
+    terms = sum(v for k, v in r.items() if k.startswith("reward/"))
+    assert terms == pytest.approx(r["training/reward_mean"], rel=1e-4)  # the terms sum to the reward
+    assert 1.0 <= r["training/episode_length"] <= 4 * 16  # no episode is older than the run
+
+
+@pytest.mark.timeout(600)
+def test_resume_continues_bit_for_bit(run, tmp_path):
+    straight, _ = run
+    out = tmp_path / "resumed"
+    first = train.train(tiny_config("iterations=2"), out, progress=lambda _: None)
+    lines = []
+    second = train.train(tiny_config("iterations=4"), out, resume=True, progress=lines.append)
+    assert lines[0] == f"resumed {out} at iteration 2"
+    deterministic = lambda m: {k: v for k, v in m.items() if not k.startswith("charts/")}  # noqa: E731
+    got = [deterministic(m) for m in first.history + second.history]
+    want = [deterministic(m) for m in straight.history]
+    assert got == want  # same floats, not approximately
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["training/iteration"] for r in records] == [1, 2, 3, 4]
+
+
+@pytest.mark.timeout(300)
+def test_resume_with_another_network_is_one_line(run):
+    result, _ = run
+    with pytest.raises(MimicError) as err:
+        train.train(tiny_config("iterations=6", "network.policy_hidden=[8,8]"), result.run_dir, resume=True,
+                    progress=lambda _: None)
+    message = str(err.value)
+    assert str(result.run_dir.resolve() / "checkpoints") in message and "\n" not in message
+    assert "different model or config" in message and "this config needs (8,)" in message
+
+
+@pytest.mark.timeout(600)
+def test_humanoid_improves_with_the_cpu_recipe(tmp_path):
+    """cpu_tiny.yaml's recipe (leaf settings only, so TINY's compiled program): reward per step
+    and episode length rise within 60 iterations of 256 samples."""
+    # Measured: seeds 1 and 2 both gained +0.03 reward per step and +4 steps of episode length.
+    config = tiny_config("iterations=60", "checkpoint_every=1000", "seed=1", "reward.preset=deepmimic_code",
+                         "trpo.gamma=0.8", "trpo.max_kl=0.1")
+    history = train.train(config, tmp_path / "learn", progress=lambda _: None).history
+    mean = lambda key, part: float(np.mean([m[key] for m in part]))  # noqa: E731
+    # Skip the first 2 iterations: every env starts fresh at a reference state, which inflates
+    # reward and truncates episode lengths at 16 steps, whatever the policy.
+    early, late = history[2:12], history[-10:]
+    assert mean("training/reward_mean", late) > mean("training/reward_mean", early) + 0.01
+    assert mean("training/episode_length", late) > mean("training/episode_length", early)
+
+
+def test_new_run_refuses_a_used_directory(run):
+    result, _ = run
+    with pytest.raises(MimicError, match="--resume"):
+        train.train(tiny_config("iterations=4"), result.run_dir, progress=lambda _: None)
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+@flax.struct.dataclass
+class _Tree:
+    params: dict
+    opt: tuple
+    empty: jax.Array
+    flag: jax.Array
+    key: jax.Array
+
+
+def _tree(width):
+    import optax
+    params = {"w": jnp.arange(3 * width, dtype=jnp.float32).reshape(3, width), "b": jnp.ones(width)}
+    return _Tree(params=params, opt=optax.adam(1e-3).init(params), empty=jnp.zeros((0, 4)),
+                 flag=jnp.array([True, False]), key=jax.random.PRNGKey(7))
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    from mimic_mjx import checkpoint
+    tree = _tree(2)
+    assert checkpoint.latest_step(tmp_path) is None
+    for step in (1, 2, 3, 4):
+        checkpoint.save(tmp_path, step, tree, keep=2)
+    assert checkpoint.latest_step(tmp_path) == 4
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["3", "4"]  # keep=2
+    restored, step = checkpoint.restore(tmp_path, jax.eval_shape(lambda: tree))
+    assert step == 4
+    assert jax.tree.structure(restored) == jax.tree.structure(tree)
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(tree)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)  # zero-size leaves come back from their shape
+    with pytest.raises(MimicError) as err:
+        checkpoint.restore(tmp_path, _tree(5))
+    message = str(err.value)
+    assert str((tmp_path / "checkpoints").resolve()) in message and "\n" not in message
+    assert "'params/b' has shape (2,), this config needs (5,)" in message  # first leaf that differs
+    with pytest.raises(MimicError, match="no checkpoint"):
+        checkpoint.restore(tmp_path / "nothing", tree)
+
+
+def test_config_leaves_replace_on_resume(run):
+    result, _ = run
+    state = result.state
+    config = tiny_config("iterations=4")
+    same = train.with_config_leaves(state, config, config.reward.resolve())
+    for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(state)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)  # the run's own config: bit-identical
+    changed = tiny_config("trpo.max_kl=0.02", "reward.preset=deepmimic_code")
+    state = train.with_config_leaves(state, changed, changed.reward.resolve())
+    assert float(state.trpo.max_kl) == np.float32(0.02)
+    assert np.asarray(state.env_state.reward_config.root_weight).tolist() == [np.float32(0.2)] * 16
