@@ -55,7 +55,8 @@ GPU_BATCHES = (128, 1024, 8192)
 CPU_BATCHES = (32,)
 # 96 control steps = 3 iterations of the default 32-step horizon: a few seconds per CPU row.
 DEFAULT_STEPS = 96
-# Native rollouts write every step's state; ~1024 env-chunks per call keeps that buffer small.
+# mujoco.rollout writes out every step's full state; capping envs × control steps per call at
+# 1024 keeps that buffer to a few MB at any batch size.
 _NATIVE_STATES_PER_CALL = 1024
 UNITS = {"physics": "physics steps/s", "native": "physics steps/s"}
 # Row -> the row whose compiled function it is timed interleaved with (one call of each in
