@@ -49,7 +49,9 @@ import numpy as np
 from mimic_mjx import env as env_lib
 from mimic_mjx.errors import MimicError
 
-ROWS = ("physics", "native", "env", "policy", "train", "brax")
+ROWS = ("physics", "native", "env", "policy", "train", "sweep", "brax")
+# The sweep row splits the batch over this many members (issue: M members x N/M envs vs N).
+SWEEP_MEMBERS = 4
 # The issue's sizes for one GPU; on the 2-core CPU a batch of 32 runs every row in minutes.
 GPU_BATCHES = (128, 1024, 8192)
 CPU_BATCHES = (32,)
@@ -61,7 +63,7 @@ _NATIVE_STATES_PER_CALL = 1024
 UNITS = {"physics": "physics steps/s", "native": "physics steps/s"}
 # Row -> the row whose compiled function it is timed interleaved with (one call of each in
 # turn), so a ratio between them sees the same machine load even on a shared machine.
-PAIRS = {"env": "physics", "policy": "physics", "train": "policy"}
+PAIRS = {"env": "physics", "policy": "physics", "train": "policy", "sweep": "train"}
 
 
 # ------------------------------------------------------------------------- pure helpers
@@ -139,6 +141,11 @@ def add_ratios(rows: list[dict], substeps: int) -> list[dict]:
             r["ratio_of"] = "MJX physics steps/s / native MuJoCo physics steps/s (separate runs)"
         elif r["name"] == "train" and sps:
             r["update_fraction"] = update_fraction(sps, get("policy")) if get("policy") else None
+        elif r["name"] == "sweep" and sps and get("train"):
+            # Both advance batch x horizon env steps per call, so this is the time ratio.
+            r["ratio"] = get("train") / sps
+            r["ratio_of"] = (f"sweep ({r.get('members')} members x {r['batch'] // max(r.get('members', 1), 1)} envs) "
+                             f"iteration time / one run ({r['batch']} envs) iteration time" + when)
         elif r["name"] == "brax" and sps and get("train"):
             r["ratio"] = get("train") / sps
             r["ratio_of"] = "our train env steps/s / Brax PPO env steps/s (separate runs)"
@@ -449,11 +456,34 @@ def run_train(bench: Bench, batch: int) -> dict:
     return row
 
 
+def run_sweep(bench: Bench, batch: int) -> dict:
+    """SWEEP_MEMBERS members with batch / SWEEP_MEMBERS envs each, the vmapped iteration of
+    `mimic-mjx sweep`; timed interleaved with the train row's single run of `batch` envs."""
+    from mimic_mjx import reward as reward_lib
+    from mimic_mjx import train
+
+    members = SWEEP_MEMBERS
+    if batch % members:
+        return _skipped("sweep", batch, f"batch {batch} is not a multiple of {members} members")
+    config = bench.config_for(batch // members)
+    base = config.reward.resolve()
+    # Different pose scales, as a sweep would have; the cost does not depend on the values.
+    rewards = reward_lib.stack_configs(
+        [reward_lib.with_overrides(base, {"pose_scale": float(base.pose_scale) * 2.0**i}) for i in range(members)])
+    keys = jnp.stack([jax.random.PRNGKey(i) for i in range(members)])
+    bench.progress(f"[bench] batch {batch}: sweep: initialising {members} members ...")
+    state = jax.jit(jax.vmap(lambda k, rc: train.init(bench.env, config, k, rc)))(keys, rewards)
+    row = bench.time_row("sweep", batch, jax.vmap(train.make_iteration(bench.env, config)), state, config.horizon)
+    row["members"] = members
+    row["notes"] = f"sweep: vmap(train.make_iteration) over {members} members x {batch // members} envs"
+    return row
+
+
 def run_row(bench: Bench, name: str, batch: int) -> dict:
-    if name in ("env", "policy", "train", "brax") and bench.train_error:
+    if name in ("env", "policy", "train", "sweep", "brax") and bench.train_error:
         return _skipped(name, batch, bench.train_error)
     return {"physics": run_physics, "native": run_native, "env": run_env, "policy": run_policy,
-            "train": run_train, "brax": run_brax}[name](bench, batch)
+            "train": run_train, "sweep": run_sweep, "brax": run_brax}[name](bench, batch)
 
 
 # ------------------------------------------------------------------------------- Brax

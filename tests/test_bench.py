@@ -42,7 +42,7 @@ def test_parse_batches_and_rows():
         (["--batch", "0"], "--batch '0': every batch size must be >= 1"),
         (["--batch", "32,"], "--batch '32,': expected positive integers"),
         (["--rows", "physics,warp"],
-         "--rows 'physics,warp': unknown row warp (known: physics, native, env, policy, train, brax)"),
+         "--rows 'physics,warp': unknown row warp (known: physics, native, env, policy, train, sweep, brax)"),
         (["--steps", "0"], "--steps '0': must be >= 1"),
         (["--steps", "x"], "--steps 'x': expected a positive integer"),
     ],
