@@ -168,9 +168,9 @@ def evaluate_state(state: train_lib.TrainState, config: train_lib.TrainConfig, e
                    seed: int = 0, env: env_lib.ImitationEnv | None = None) -> dict[str, float]:
     """Evaluate an in-memory (unbatched) TrainState; returns plain floats."""
     env = eval_env(config) if env is None else env
-    score = jax.jit(make_evaluation(env, config, episodes))
     reward_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
-    metrics = score(state.policy_params, state.normalizer, reward_config, jax.random.PRNGKey(seed))
+    args = (state.policy_params, state.normalizer, reward_config, jax.random.PRNGKey(seed))
+    metrics = train_lib.compile_fresh(make_evaluation(env, config, episodes), *args)(*args)
     out = {k: float(v) for k, v in jax.device_get(metrics).items()}
     out["full_episode_steps"] = full_episode_steps(env)
     return out

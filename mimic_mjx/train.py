@@ -190,7 +190,8 @@ def init(env: env_lib.ImitationEnv, config: TrainConfig, rng: jax.Array,
          reward_config: reward_lib.RewardConfig) -> TrainState:
     """A fresh TrainState: networks, `num_envs` reset envs, a normaliser seeded with their obs.
 
-    Pure; `jax.vmap(init, in_axes=(None, None, 0, 0))` makes one state per member.
+    Pure; `jax.vmap(lambda k, rc: init(env, config, k, rc))(keys, stacked_reward_configs)`
+    makes one state per sweep member.
     """
     policy, value = make_networks(env, config)
     k_policy, k_value, k_env, rng = jax.random.split(rng, 4)
@@ -477,6 +478,19 @@ def build_env(config: TrainConfig) -> tuple[env_lib.ImitationEnv, reward_lib.Rew
     return env_lib.ImitationEnv(config.env, reward_config=reward_config), reward_config
 
 
+def compile_fresh(fn: Callable, *args) -> Callable:
+    """`jax.jit(fn)` compiled ahead of time for `args`, lowered from empty tracing caches.
+
+    JAX reuses traces of inner jitted functions (jnp.where, take, ...) across programs, which
+    renumbers the private functions of the next lowered module: the same program then misses
+    the persistent compile cache (minutes of CPU compile) because of what the process traced
+    before. Clearing the caches first makes the lowered text, and so the cache key, a
+    function of `fn` and `args` alone.
+    """
+    jax.clear_caches()
+    return jax.jit(fn).lower(*args).compile()
+
+
 def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False,
           progress: Callable[[str], Any] = print) -> TrainResult:
     """Train for `config.iterations` (total, counting resumed ones) and write the run directory.
@@ -500,8 +514,11 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
         start = time.perf_counter()
-        # The reward config is an argument, not a constant, so every preset shares one program.
-        state = jax.jit(lambda key, rc: init(env, config, key, rc))(jax.random.PRNGKey(config.seed), reward_config)
+        # Reward and TRPO leaves are arguments, not constants, so runs that differ only in
+        # those numbers share one compiled program (and its persistent-cache entry).
+        init_fn = compile_fresh(lambda key, rc, hyper: init(env, config.replace(trpo=hyper), key, rc),
+                                jax.random.PRNGKey(config.seed), reward_config, config.trpo)
+        state = init_fn(jax.random.PRNGKey(config.seed), reward_config, config.trpo)
         progress(f"initialised {config.num_envs} environments in {time.perf_counter() - start:.1f} s")
     cfglib.save_config(config, run_dir / "config.yaml")
 
@@ -510,7 +527,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         return TrainResult(state=state, history=[], run_dir=run_dir)
     progress("compiling the training iteration (first call) ...")
     start = time.perf_counter()
-    step_fn = jax.jit(make_iteration(env, config)).lower(state).compile()
+    step_fn = compile_fresh(make_iteration(env, config), state)
     progress(f"compiled in {time.perf_counter() - start:.1f} s")
 
     health, history = Health(), []

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import shutil
 
 import flax.struct
 import jax
@@ -158,9 +159,10 @@ class ProbeEnv:
     mode "bandit": obs is a target t uniform in [-1, 1]², the reward is
       scale·(1 − mean((clip(a) − t)²)), every episode lasts one step (terminated); the
       optimal mean action is t.
-    mode "terminated" / "truncated": obs constant, reward 1 per step, every step ends the
-      episode by a fall / by the time limit. With discount γ the true values are
-      V = 1 (no bootstrap) and V = 1 / (1 − γ) (bootstrap from the final obs).
+    mode "value": reward 1 every step and every step ends the episode; obs (1, 0) marks an
+      env whose episodes end by the time limit (truncated), obs (0, 1) one whose end by a
+      fall (terminated); each reset draws the kind at random. With discount γ the true
+      values are V(1, 0) = 1 / (1 − γ) (bootstrap from the final obs) and V(0, 1) = 1.
     """
 
     observation_size = 2
@@ -172,13 +174,15 @@ class ProbeEnv:
     def _obs(self, key):
         if self.mode == "bandit":
             return jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
-        return jnp.ones((2,))
+        truncating = jax.random.bernoulli(key).astype(jnp.float32)
+        return jnp.stack([truncating, 1.0 - truncating])
 
     def reset(self, rng, reward_config=None):
         rng, key = jax.random.split(rng)
         zero = jnp.zeros(())
+        obs = self._obs(key)
         return env_lib.State(
-            data=zero, obs=self._obs(key), final_obs=self._obs(key), reward=zero, reward_terms={"probe": zero},
+            data=zero, obs=obs, final_obs=obs, reward=zero, reward_terms={"probe": zero},
             errors=None, terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), time=zero,
             step_count=jnp.zeros((), jnp.int32), nonfinite_count=jnp.zeros((), jnp.int32), rng=rng,
             reward_config=reward_config,
@@ -188,14 +192,13 @@ class ProbeEnv:
         config = state.reward_config
         scale = config.output_scale * config.pose_weight
         if self.mode == "bandit":
-            base = 1.0 - jnp.mean((jnp.clip(action, -1.0, 1.0) - state.obs) ** 2)
+            base, truncated = 1.0 - jnp.mean((jnp.clip(action, -1.0, 1.0) - state.obs) ** 2), jnp.asarray(False)
         else:
-            base = jnp.ones(())
+            base, truncated = jnp.ones(()), state.obs[0] > 0.5
         fresh = self.reset(state.rng, config)
-        return fresh.replace(
-            final_obs=state.obs, reward=scale * base, reward_terms={"probe": scale * base},
-            terminated=jnp.asarray(self.mode != "truncated"), truncated=jnp.asarray(self.mode == "truncated"),
-        )
+        # The episode continues in the same kind of state after a time limit: final_obs = obs.
+        return fresh.replace(final_obs=state.obs, reward=scale * base, reward_terms={"probe": scale * base},
+                             terminated=~truncated, truncated=truncated)
 
 
 PROBE_REWARD = reward_lib.RewardConfig(pose_weight=1.0)  # max_reward = 1
@@ -239,18 +242,16 @@ def test_probe_bandit_policy_learns_the_target():
     assert history[-1]["training/fall_fraction"] == 1.0
 
 
-@pytest.mark.parametrize("mode, expected", [
-    ("terminated", 1.0),  # V = r = 1, nothing after a fall
-    ("truncated", 2.0),  # V = 1 + γV with γ = 0.5 → V = 1/(1 − 0.5) = 2
-])
-def test_probe_value_bootstraps_truncations_only(mode, expected):
-    env, config, state, history = run_probe(mode, 60, gamma=0.5, value_lr=0.01)
+def test_probe_value_bootstraps_truncations_only():
+    env, config, state, history = run_probe("value", 60, gamma=0.5, value_lr=0.01)
     _, value = train.make_networks(env, config)
     from mimic_mjx.networks import normalize
-    v = value.apply(state.value_params, normalize(state.normalizer, jnp.ones((1, 2))))
-    assert float(v[0]) == pytest.approx(expected, abs=0.05)
+    v_truncated, v_terminated = value.apply(state.value_params, normalize(state.normalizer, jnp.eye(2)))
+    assert float(v_truncated) == pytest.approx(2.0, abs=0.05)  # V = 1 + γV with γ = 0.5 → 1/(1 − 0.5)
+    assert float(v_terminated) == pytest.approx(1.0, abs=0.05)  # V = r = 1, nothing after a fall
     # Every step ends an episode; the return of a one-step episode is its reward, 1.
     assert history[-1]["training/return_mean"] == 1.0
+    assert 0.3 < history[-1]["training/fall_fraction"] < 0.7  # half the envs fall, half time out
 
 
 def test_iteration_vmaps_over_members_with_their_own_reward():
@@ -284,6 +285,7 @@ def run(tmp_path_factory):
     return result, lines
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_run_writes_config_metrics_checkpoints_and_progress(run):
     result, lines = run
@@ -314,22 +316,28 @@ def test_run_writes_config_metrics_checkpoints_and_progress(run):
     assert 1.0 <= r["training/episode_length"] <= 4 * 16  # no episode is older than the run
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_resume_continues_bit_for_bit(run, tmp_path):
+    """Interrupt the straight run after its iteration-2 checkpoint, resume to 4: same floats."""
     straight, _ = run
-    out = tmp_path / "resumed"
-    first = train.train(tiny_config("iterations=2"), out, progress=lambda _: None)
+    out = tmp_path / "interrupted"
+    shutil.copytree(straight.run_dir, out)
+    shutil.rmtree(out / "checkpoints" / "4")  # as if killed after iteration 4's metrics line
     lines = []
-    second = train.train(tiny_config("iterations=4"), out, resume=True, progress=lines.append)
+    resumed = train.train(tiny_config("iterations=4"), out, resume=True, progress=lines.append)
     assert lines[0] == f"resumed {out} at iteration 2"
     deterministic = lambda m: {k: v for k, v in m.items() if not k.startswith("charts/")}  # noqa: E731
-    got = [deterministic(m) for m in first.history + second.history]
-    want = [deterministic(m) for m in straight.history]
+    got = [deterministic(m) for m in resumed.history]
+    want = [deterministic(m) for m in straight.history[2:]]
     assert got == want  # same floats, not approximately
+    # The lines the "crashed" run wrote after its checkpoint were replaced, not duplicated.
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["training/iteration"] for r in records] == [1, 2, 3, 4]
+    assert deterministic(records[3]) == want[1]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_resume_with_another_network_is_one_line(run):
     result, _ = run
@@ -341,6 +349,7 @@ def test_resume_with_another_network_is_one_line(run):
     assert "different model or config" in message and "this config needs (8,)" in message
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_humanoid_improves_with_the_cpu_recipe(tmp_path):
     """cpu_tiny.yaml's recipe (leaf settings only, so TINY's compiled program): reward per step
@@ -357,6 +366,7 @@ def test_humanoid_improves_with_the_cpu_recipe(tmp_path):
     assert mean("training/episode_length", late) > mean("training/episode_length", early)
 
 
+@pytest.mark.slow
 def test_new_run_refuses_a_used_directory(run):
     result, _ = run
     with pytest.raises(MimicError, match="--resume"):
@@ -405,6 +415,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
         checkpoint.restore(tmp_path / "nothing", tree)
 
 
+@pytest.mark.slow
 def test_config_leaves_replace_on_resume(run):
     result, _ = run
     state = result.state
