@@ -64,6 +64,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_eval_cli_json_keys_and_ranges(run_dir, capsys):
     code = evaluate.run_cli(argparse.Namespace(run_dir=str(run_dir), episodes=2, seed=0, json=True))
