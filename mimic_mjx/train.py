@@ -112,7 +112,8 @@ class TrainConfig:
     horizon: int = cfglib.field(32, "steps per environment per iteration (rollout length)", static=True)
     iterations: int = cfglib.field(1000, "training iterations (TRPO updates)", static=True)
     seed: int = cfglib.field(0, "random seed (networks, env resets, sampling)", static=True)
-    checkpoint_every: int = cfglib.field(50, "save a checkpoint every this many iterations (and at the end)", static=True)
+    checkpoint_every: int = cfglib.field(
+        50, "save a checkpoint every this many iterations (and at the end)", static=True)
     keep_checkpoints: int = cfglib.field(3, "newest checkpoints kept in the run directory", static=True)
 
 
@@ -571,7 +572,8 @@ def find_config(name_or_path: str) -> pathlib.Path:
         if candidate.exists():
             return candidate
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-    raise MimicError(f"config '{name_or_path}' not found: not a file, nor a preset ({', '.join(known) or 'none found'})")
+    presets = ", ".join(known) or "none found"
+    raise MimicError(f"config '{name_or_path}' not found: not a file, nor a preset ({presets})")
 
 
 def load_train_config(path: str | pathlib.Path | None, overrides: list[str]) -> TrainConfig:
