@@ -288,31 +288,20 @@ class ImitationEnv:
         obs = self._observe(data, t, self._future_qpos(t))
         obs = jnp.where(finite, obs, 0.0)  # never hand NaN/inf to the policy or the value
         errors = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), errors)
-        stepped = state.replace(
-            data=data,
-            obs=obs,
+        # The finished step's outcome, kept whether or not the env resets below.
+        outcome = dict(
             final_obs=obs,
             reward=reward,
             reward_terms=terms,
             errors=errors,
             terminated=terminated,
             truncated=truncated,
-            time=t,
-            step_count=steps,
             nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
         )
-        fresh = self.reset(state.rng, state.reward_config)
+        stepped = state.replace(data=data, obs=obs, time=t, step_count=steps, **outcome)
         done = terminated | truncated
-        # Keep the finished step's outcome; take physics, obs, time and counters from reset.
-        fresh = fresh.replace(
-            final_obs=obs,
-            reward=reward,
-            reward_terms=terms,
-            errors=errors,
-            terminated=terminated,
-            truncated=truncated,
-            nonfinite_count=stepped.nonfinite_count,
-        )
+        # A finished episode takes physics, obs, time and counters from a reset.
+        fresh = self.reset(state.rng, state.reward_config).replace(**outcome)
         stepped = stepped.replace(rng=jax.random.split(state.rng)[0])
         return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, stepped)
 
