@@ -3,8 +3,9 @@
 import os
 import pathlib
 
-# Must precede the first JAX import (see mimic_mjx/__init__.py for the deadlock it avoids).
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+# Must precede the first JAX import: mimic_mjx sets the CPU XLA flags (a deadlock fix and
+# faster compiles; see mimic_mjx/__init__.py).
+import mimic_mjx  # noqa: E402, F401
 
 import jax  # noqa: E402
 
