@@ -13,7 +13,12 @@ Rows (each compiled once, run once to warm up, then timed; `--rows` picks them):
   exactly the iteration's rollout (same batch and horizon), so the rest of the iteration's
   time is the update.
 * `brax`: Brax PPO (`brax.training.agents.ppo.train`) on the same environment wrapped in
-  Brax's `Env` interface, same batch, horizon, network widths; `ratio` = our train ÷ Brax.
+  Brax's `Env` interface (`brax_adapter.py`), same batch, horizon, network widths;
+  `ratio` = our train ÷ Brax.
+
+`sweep` (M members × N/M envs against one run of N) runs only when `--rows` names it.
+`--profile DIR` records one extra, untimed call of each compiled row (all but native and
+brax) with `jax.profiler`, in DIR/<row>-<batch>.
 
 Every row times whole chunks of `train.TrainConfig.horizon` control steps (physics rows: the
 same simulated time, horizon × substeps physics steps), so `--steps` is rounded up to whole
@@ -46,10 +51,13 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from mimic_mjx import brax_adapter
 from mimic_mjx import env as env_lib
 from mimic_mjx.errors import MimicError
 
 ROWS = ("physics", "native", "env", "policy", "train", "sweep", "brax")
+# The sweep row is issue 5's cost question, not a throughput row: run it with --rows.
+DEFAULT_ROWS = tuple(r for r in ROWS if r != "sweep")
 # The sweep row splits the batch over this many members (issue: M members x N/M envs vs N).
 SWEEP_MEMBERS = 4
 # The issue's sizes for one GPU; on the 2-core CPU a batch of 32 runs every row in minutes.
@@ -166,7 +174,8 @@ def format_report(report: dict) -> str:
     """The terminal table and the derived lines."""
     lines = [f"device: {report['device']}   {report['date']}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
-             f"model: {report['settings']['model_summary']}", ""]
+             f"model: {report['settings']['model_summary']}",
+             f"XLA_FLAGS: {report.get('xla_flags') or '(none)'}", ""]
     header = (f"{'row':<8} {'batch':>6} {'steps/s':>9} {'unit':<16} {'compile s':>9} {'peak mem':>9} "
               f"{'program':>9}  notes")
     lines += [header, "-" * len(header)]
@@ -244,17 +253,17 @@ class Bench:
     """What every row shares: the env, the default training config, chunking, progress."""
 
     env: env_lib.ImitationEnv
-    train_config: Any  # train.TrainConfig, or None when mimic_mjx.train is unavailable
-    train_error: str | None
+    train_config: Any  # train.TrainConfig
     steps: int
     progress: Callable[[str], Any]
+    profile_dir: str | None = None  # --profile: one extra call of each row under jax.profiler
     _setup: dict = dataclasses.field(default_factory=dict)
     setup_log: list = dataclasses.field(default_factory=list)
     kept: dict = dataclasses.field(default_factory=dict)  # (row, batch) -> _Timed, for PAIRS
 
     @property
     def horizon(self) -> int:
-        return self.train_config.horizon if self.train_config is not None else 32
+        return self.train_config.horizon
 
     @property
     def chunks(self) -> int:
@@ -306,6 +315,13 @@ class Bench:
         total = steps_per_call * batch * self.chunks
         self.progress(f"{tag} {total / own.seconds:,.0f} {UNITS.get(name, 'env steps/s')} "
                       f"({total:,} steps in {own.seconds:.2f} s)")
+        seconds, calls = own.seconds, own.calls
+        if self.profile_dir:
+            trace = os.path.join(self.profile_dir, f"{name}-{batch}")
+            with jax.profiler.trace(trace):
+                own.call()
+            self.progress(f"{tag} profile of one call in {trace}")
+            own.seconds, own.calls = seconds, calls  # a traced call is slower: not timed
         extra = {}
         if pair is not None:
             extra = {"paired_with": PAIRS[name], "pair_steps_per_s": round(pair.steps_per_s, 1)}
@@ -480,79 +496,11 @@ def run_sweep(bench: Bench, batch: int) -> dict:
 
 
 def run_row(bench: Bench, name: str, batch: int) -> dict:
-    if name in ("env", "policy", "train", "sweep", "brax") and bench.train_error:
-        return _skipped(name, batch, bench.train_error)
     return {"physics": run_physics, "native": run_native, "env": run_env, "policy": run_policy,
             "train": run_train, "sweep": run_sweep, "brax": run_brax}[name](bench, batch)
 
 
 # ------------------------------------------------------------------------------- Brax
-
-
-def brax_unavailable() -> str | None:
-    """Why the Brax row cannot run here, or None."""
-    try:
-        import brax  # noqa: F401
-        from brax.training.agents.ppo import train  # noqa: F401
-    except ImportError as e:
-        return f"brax not installed ({e.name or e}); install the bench extra: pip install -e '.[bench]'"
-    return None
-
-
-def _restore_device_put_replicated() -> None:
-    """Brax 0.14.2's PPO calls `jax.device_put_replicated`, which jax 0.10 removed. This puts
-    back its documented behaviour (x stacked once per device, one slice on each) for Brax only;
-    it is a no-op on a jax that still has it."""
-    if hasattr(jax, "device_put_replicated"):
-        return
-
-    def device_put_replicated(x, devices):
-        mesh = jax.sharding.Mesh(np.array(devices), ("i",))
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("i"))
-        return jax.tree.map(lambda a: jax.device_put(np.stack([np.asarray(a)] * len(devices)), sharding), x)
-
-    jax.device_put_replicated = device_put_replicated
-
-
-def brax_env(env: env_lib.ImitationEnv):
-    """`env`, batched, in Brax's `Env` interface (what Brax's VmapWrapper + EpisodeWrapper give
-    PPO: `info` carries truncation and episode bookkeeping). Our env resets itself inside
-    `step`, so PPO must run with `wrap_env=False`."""
-    from brax.envs.base import Env, State
-
-    def info(done, truncated, sum_reward, length):
-        return {"truncation": truncated, "episode_done": done,
-                "episode_metrics": {"sum_reward": sum_reward, "length": length}}
-
-    class ImitationBraxEnv(Env):
-        def reset(self, rng):  # rng [B, 2]
-            s = jax.vmap(env.reset)(rng)
-            zeros = jnp.zeros(rng.shape[:-1])
-            return State(pipeline_state=s, obs=s.obs, reward=zeros, done=zeros, metrics={},
-                         info=info(zeros, zeros, zeros, zeros))
-
-        def step(self, state, action):
-            s = jax.vmap(env.step)(state.pipeline_state, action)
-            done = s.done.astype(jnp.float32)
-            keep = 1.0 - state.info["episode_done"]
-            episode = state.info["episode_metrics"]
-            return state.replace(pipeline_state=s, obs=s.obs, reward=s.reward, done=done,
-                                 info=info(done, s.truncated.astype(jnp.float32),
-                                           episode["sum_reward"] * keep + s.reward, episode["length"] * keep + 1.0))
-
-        @property
-        def observation_size(self):
-            return env.observation_size
-
-        @property
-        def action_size(self):
-            return env.action_size
-
-        @property
-        def backend(self):
-            return "mjx"
-
-    return ImitationBraxEnv()
 
 
 def run_brax(bench: Bench, batch: int) -> dict:
@@ -564,7 +512,7 @@ def run_brax(bench: Bench, batch: int) -> dict:
     γ and λ from TrpoConfig, and the SGD work of our value fit (value_epochs passes over
     value_minibatches minibatches).
     """
-    reason = brax_unavailable()
+    reason = brax_adapter.brax_unavailable()
     if reason:
         bench.progress(f"[bench] batch {batch}: brax: skipped: {reason}")
         return _skipped("brax", batch, reason)
@@ -576,11 +524,11 @@ def run_brax(bench: Bench, batch: int) -> dict:
     hidden = tuple(config.network.policy_hidden)
     minibatches = math.gcd(batch, config.trpo.value_minibatches)
     epochs = []
-    _restore_device_put_replicated()
+    brax_adapter.restore_device_put_replicated()
     bench.progress(f"[bench] batch {batch}: brax: PPO, compiling + 2 epochs of {bench.chunks} iterations ...")
     try:
         ppo.train(
-            environment=brax_env(bench.env), num_timesteps=2 * bench.chunks * batch * config.horizon,
+            environment=brax_adapter.brax_env(bench.env), num_timesteps=2 * bench.chunks * batch * config.horizon,
             num_evals=3, run_evals=False, wrap_env=False, num_envs=batch, num_eval_envs=batch,
             episode_length=bench.env.max_steps, unroll_length=config.horizon, batch_size=batch // minibatches,
             num_minibatches=minibatches, num_updates_per_batch=config.trpo.value_epochs,
@@ -608,17 +556,12 @@ def run_brax(bench: Bench, batch: int) -> dict:
 # ------------------------------------------------------------------------- the report
 
 
-def _build(steps: int, progress) -> Bench:
-    try:
-        from mimic_mjx import train
+def _build(steps: int, progress, profile_dir: str | None = None) -> Bench:
+    from mimic_mjx import train
 
-        config = train.TrainConfig()
-        env, _ = train.build_env(config)
-        return Bench(env=env, train_config=config, train_error=None, steps=steps, progress=progress)
-    except (ImportError, AttributeError) as e:  # the trainer is being written alongside
-        env = env_lib.ImitationEnv(env_lib.EnvConfig())
-        return Bench(env=env, train_config=None, train_error=f"mimic_mjx.train unavailable: {e}", steps=steps,
-                     progress=progress)
+    config = train.TrainConfig()
+    env, _ = train.build_env(config)
+    return Bench(env=env, train_config=config, steps=steps, progress=progress, profile_dir=profile_dir)
 
 
 def _settings(bench: Bench) -> dict:
@@ -653,10 +596,10 @@ def _notes(backend: str) -> list[str]:
 
 
 def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = lambda msg: None,
-                  command: str = "") -> dict:
+                  command: str = "", profile_dir: str | None = None) -> dict:
     """Run `rows` at each batch size; the JSON report (see BENCHMARKS.md for the keys)."""
     load_start = os.getloadavg()
-    bench = _build(steps, progress)
+    bench = _build(steps, progress, profile_dir)
     results = []
     for batch in batches:
         results += [run_row(bench, name, batch) for name in rows]
@@ -670,6 +613,7 @@ def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = la
         "cpu_cores": os.cpu_count(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": library_versions(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "command": command,
         "loadavg": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
         "settings": _settings(bench),
@@ -691,8 +635,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", default=str(DEFAULT_STEPS), metavar="N",
                         help=f"timed control steps per environment per row, rounded up to whole 32-step "
                              f"chunks (default {DEFAULT_STEPS}; physics rows: the same simulated time)")
-    parser.add_argument("--rows", default=",".join(ROWS), metavar="R1,R2",
-                        help=f"rows to run (default: all of {','.join(ROWS)})")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), metavar="R1,R2",
+                        help=f"rows to run, of {','.join(ROWS)} (default: {','.join(DEFAULT_ROWS)})")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="also record one call of each row with jax.profiler into DIR/<row>-<batch> "
+                             "(open with TensorBoard's profile plugin or Perfetto)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -713,8 +660,8 @@ def run_cli(args) -> int:
     batches = parse_batches(args.batch) if args.batch is not None else (
         CPU_BATCHES if jax.default_backend() == "cpu" else GPU_BATCHES)
     command = (f"mimic-mjx bench --batch {','.join(map(str, batches))} --steps {steps} --rows {','.join(rows)}"
-               + (" --json" if args.json else ""))
+               + (f" --profile {args.profile}" if args.profile else "") + (" --json" if args.json else ""))
     report = run_benchmark(batches, rows, steps, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-                           command=command)
+                           command=command, profile_dir=args.profile)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -13,7 +13,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from mimic_mjx import bench
+from mimic_mjx import bench, brax_adapter
 from mimic_mjx import model as model_lib
 from mimic_mjx import motion
 from mimic_mjx.errors import MimicError
@@ -154,9 +154,10 @@ def test_initial_physics_states_hold_mocap_poses_above_the_floor():
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_json_shape_on_a_tiny_run(capsys):
+def test_json_shape_on_a_tiny_run(capsys, tmp_path):
     # One compile (the physics row); native MuJoCo needs none. --steps 1 -> one 32-step chunk.
-    assert bench.run_cli(_args("--batch", "2", "--rows", "physics,native", "--steps", "1", "--json")) == 0
+    args = _args("--batch", "2", "--rows", "physics,native", "--steps", "1", "--json", "--profile", str(tmp_path))
+    assert bench.run_cli(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert isinstance(report["device"], str) and report["device"]
     assert {"versions", "settings", "loadavg", "notes", "command"} <= set(report)
@@ -173,10 +174,13 @@ def test_json_shape_on_a_tiny_run(capsys):
     if report["backend"] == "cpu":
         assert physics["peak_mem_bytes"] is None
     assert native["ratio"] == pytest.approx(physics["steps_per_s"] / native["steps_per_s"], rel=1e-6)
+    # --profile: a jax.profiler trace of one physics call (native has no JAX program to trace).
+    assert list((tmp_path / "physics-2").rglob("*.xplane.pb"))
+    assert not (tmp_path / "native-2").exists()
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(bench.brax_unavailable() is None, reason="brax is installed: the row would train")
+@pytest.mark.skipif(brax_adapter.brax_unavailable() is None, reason="brax is installed: the row would train")
 def test_brax_row_skips_with_a_reason_when_brax_is_missing():
     report = bench.run_benchmark((2,), ("brax",), steps=1)
     (row,) = report["rows"]
