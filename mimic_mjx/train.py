@@ -558,7 +558,9 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
 
 # ------------------------------------------------------------------------------- CLI
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+# The presets ship inside the package (mimic_mjx/configs is a link to the repository's
+# configs/, copied into wheels), so a non-editable install finds them too.
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = "walk"
 
 
@@ -567,10 +569,9 @@ def find_config(name_or_path: str) -> pathlib.Path:
     path = pathlib.Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
-    for folder in (CONFIG_DIR, pathlib.Path(__file__).resolve().parent / "configs"):
-        candidate = folder / f"{name_or_path}.yaml"
-        if candidate.exists():
-            return candidate
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
     presets = ", ".join(known) or "none found"
     raise MimicError(f"config '{name_or_path}' not found: not a file, nor a preset ({presets})")
