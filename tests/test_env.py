@@ -86,6 +86,24 @@ def test_nonfinite_physics_is_counted_and_reset(staged):
     assert bool(jnp.all(jnp.isfinite(final.data.qpos))) and bool(jnp.all(jnp.isfinite(final.obs)))
 
 
+@pytest.mark.slow
+def test_a_finished_episode_restarts_exactly_as_reset_would(walk_env):
+    # step() builds the fresh start itself (sharing one forward-kinematics call with the
+    # stepped state); it must equal the public reset() from the state's rng.
+    state = walk_env.reset(jax.random.PRNGKey(5))
+    lying = jnp.zeros_like(state.data.qpos).at[2].set(0.12)
+    lying = lying.at[3:7].set(jnp.array([np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]))
+    state = state.replace(data=state.data.replace(qpos=lying, qvel=jnp.zeros_like(state.data.qvel)))
+    after = jax.jit(walk_env.step)(state, jnp.zeros(walk_env.action_size))
+    expected = walk_env.reset(state.rng)  # eager: a different code path from the jitted step
+    assert bool(after.terminated) and int(after.step_count) == 0
+    assert float(after.time) == float(expected.time)
+    np.testing.assert_allclose(np.asarray(after.data.qpos), np.asarray(expected.data.qpos), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(after.data.xpos), np.asarray(expected.data.xpos), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(after.obs), np.asarray(expected.obs), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(after.rng), np.asarray(expected.rng))
+
+
 def test_reference_policy_survives_longer_than_zero_and_random(walk_rollouts):
     rollouts, _ = walk_rollouts
     falls = np.asarray(rollouts.terminated).sum(axis=(0, 2))  # [P] falls in the same window
