@@ -315,13 +315,11 @@ class Bench:
         total = steps_per_call * batch * self.chunks
         self.progress(f"{tag} {total / own.seconds:,.0f} {UNITS.get(name, 'env steps/s')} "
                       f"({total:,} steps in {own.seconds:.2f} s)")
-        seconds, calls = own.seconds, own.calls
-        if self.profile_dir:
+        if self.profile_dir:  # a traced call is slower: outside the timing, carry not advanced
             trace = os.path.join(self.profile_dir, f"{name}-{batch}")
             with jax.profiler.trace(trace):
-                own.call()
+                jax.block_until_ready(compiled(own.carry))
             self.progress(f"{tag} profile of one call in {trace}")
-            own.seconds, own.calls = seconds, calls  # a traced call is slower: not timed
         extra = {}
         if pair is not None:
             extra = {"paired_with": PAIRS[name], "pair_steps_per_s": round(pair.steps_per_s, 1)}
@@ -657,6 +655,11 @@ def run_cli(args) -> int:
     """Run `mimic-mjx bench` from parsed `args`; bad flags raise MimicError (one line)."""
     rows = parse_rows(args.rows)
     steps = parse_steps(args.steps)
+    if args.profile:
+        try:
+            os.makedirs(args.profile, exist_ok=True)
+        except OSError as e:
+            raise MimicError(f"--profile {args.profile!r}: cannot create the folder ({e.strerror})") from None
     batches = parse_batches(args.batch) if args.batch is not None else (
         CPU_BATCHES if jax.default_backend() == "cpu" else GPU_BATCHES)
     command = (f"mimic-mjx bench --batch {','.join(map(str, batches))} --steps {steps} --rows {','.join(rows)}"

@@ -45,6 +45,7 @@ def test_parse_batches_and_rows():
          "--rows 'physics,warp': unknown row warp (known: physics, native, env, policy, train, sweep, brax)"),
         (["--steps", "0"], "--steps '0': must be >= 1"),
         (["--steps", "x"], "--steps 'x': expected a positive integer"),
+        (["--profile", "/dev/null/prof"], "--profile '/dev/null/prof': cannot create the folder (Not a directory)"),
     ],
 )
 @pytest.mark.timeout(60)
