@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 _PRINT_FLAGS = "import mimic_mjx, os, jax; jax.numpy.zeros(1).block_until_ready(); print(os.environ['XLA_FLAGS'])"
@@ -28,3 +29,36 @@ def test_cpu_flags_are_set_and_known_to_this_xla():
 @pytest.mark.timeout(180)
 def test_a_users_xla_flags_are_left_alone():
     assert _flags_after_import("--xla_cpu_enable_fast_math=false") == "--xla_cpu_enable_fast_math=false"
+
+
+_PHYSICS = """
+import sys, numpy as np, jax, jax.numpy as jnp
+from mimic_mjx import bench, model, motion
+from mimic_mjx.env import mjx
+m = model.load_model()
+qpos, qvel, ctrl = bench.initial_physics_states(motion.load_clip("walk"), m, 4)
+mm = mjx.put_model(m)
+d = jax.tree.map(lambda x: jnp.broadcast_to(x, (4,) + x.shape), mjx.make_data(mm))
+d = d.replace(qpos=jnp.asarray(qpos, jnp.float32), qvel=jnp.asarray(qvel, jnp.float32), ctrl=jnp.asarray(ctrl, jnp.float32))
+d, _ = jax.jit(bench.physics_chunk(mm, 20))(d)
+np.savez(sys.argv[1], qpos=np.asarray(d.qpos), qvel=np.asarray(d.qvel))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_compile_flag_changes_physics_results_only_by_rounding(tmp_path):
+    # The fusion-emitter flag is chosen for compile time; the physics it compiles must agree
+    # with XLA's default codegen: 20 MJX steps of 4 mocap poses, run in two processes.
+    out = {}
+    for name, flags in (("default", "--xla_cpu_enable_concurrency_optimized_scheduler=false"), ("ours", None)):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        if flags is not None:
+            env["XLA_FLAGS"] = flags
+        path = tmp_path / f"{name}.npz"
+        run = subprocess.run([sys.executable, "-c", _PHYSICS, str(path)], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr
+        out[name] = np.load(path)
+    np.testing.assert_allclose(out["ours"]["qpos"], out["default"]["qpos"], atol=1e-5)
+    np.testing.assert_allclose(out["ours"]["qvel"], out["default"]["qvel"], atol=1e-3)
