@@ -8,10 +8,10 @@ import os as _os
 #
 # - concurrency-optimised scheduler off: with jax 0.10.2 a jitted, vmapped MJX humanoid step
 #   at batch >= 64 deadlocked with every thread idle; this fixed it at no cost.
-# - fusion emitters off (XLA's older elemental emitter): measured on the 2-core development
-#   machine, jax 0.10.2, batch 32: compiling `lax.scan` of 160 `mjx.step`s 36 s -> 15 s and
-#   running it 3.0K -> 5.0K physics steps/s; the env step 63 s -> 36 s, 666 -> 734 env
-#   steps/s; results equal to float32 rounding (BENCHMARKS.md, "CPU compile").
+# - fusion emitters off (XLA's older elemental emitter): on the 2-core development machine,
+#   jax 0.10.2, batch 32, every humanoid program compiled 26-43% faster (the env step
+#   68 s -> 39-43 s) with run time unchanged within noise and physics equal to rounding
+#   (BENCHMARKS.md, "CPU compile time"; tests/test_package.py).
 #
 # XLA aborts the process on a flag it does not know, so they are set only for jaxlib
 # versions whose XLA has both (checked in the 0.10.2 and 0.11.2 binaries). GPU programs

@@ -287,7 +287,7 @@ class ImitationEnv:
         start_rng, start_t, start = self._start(state.rng)
         # The stepped state, its reference and the start that replaces a finished episode all
         # need forward kinematics; one vmapped call compiles it once instead of three times
-        # (~16 s of CPU compile each, a third of the step's).
+        # (MJX's FK is a large share of the step's compile; BENCHMARKS.md, "CPU compile time").
         ref = self._data0.replace(qpos=ref_qpos, qvel=ref_qvel)
         data, ref, start = self._forward_kinematics_stack(data, ref, start)
         finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
