@@ -11,9 +11,6 @@ The reward config travels in the state (`State.reward_config`), so vmapping `res
 stack of configs gives every environment (or sweep member) its own reward, with one compile.
 """
 
-import contextlib
-import io
-
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -23,14 +20,23 @@ import numpy as np
 from mimic_mjx import config as cfglib
 from mimic_mjx import model as model_lib
 from mimic_mjx import motion
+from mimic_mjx import physics as physics_lib
 from mimic_mjx import quaternion as quat
 from mimic_mjx import reward as reward_lib
 from mimic_mjx.errors import MimicError
+from mimic_mjx.physics import mjx
 
-with contextlib.redirect_stdout(io.StringIO()):
-    # mujoco.mjx prints "Failed to import warp" to stdout when the optional Warp backend is
-    # absent; that line would corrupt `--json` output.
-    from mujoco import mjx
+# Why an episode ended, declared once (mjlab's termination terms): name -> is it a time-out?
+# A time-out (truncation) bootstraps from the final observation; a failure earns 0 and does
+# not. One step may end for several reasons (a fall by contact and by root height at once);
+# each is counted as `termination/<reason>`.
+TERMINATIONS = {
+    "fall_contact": False,  # a fall body's geom at or below the floor (see env.fall_contact)
+    "root_height": False,  # root below env.min_root_height
+    "nonfinite": False,  # NaN/inf physics, or MuJoCo C reset an unstable simulation
+    "time_limit": True,  # env.episode_seconds reached
+    "clip_end": True,  # a clip that does not loop has ended
+}
 
 
 @flax.struct.dataclass
@@ -47,6 +53,13 @@ class EnvConfig:
     episode_seconds: float = cfglib.field(20.0, "time limit (truncation), s; DeepMimic's 20 s episodes", static=True)
     min_root_height: float = cfglib.field(0.3, "a fall also when the root is below this height, m")
     future_frames: tuple[int, ...] = cfglib.field((), "control steps ahead whose reference pose is observed, e.g. [1, 2]", static=True)
+    physics: str = cfglib.field(
+        "auto", "simulator: mjx (MuJoCo MJX, traced), native (MuJoCo C via a callback), auto: mjx on an "
+        "accelerator, native on CPU", static=True)
+    physics_threads: int = cfglib.field(0, "native backend threads; 0: the usable cores", static=True)
+    action_offset: str = cfglib.field(
+        "mid_range", "pd targets are offset + half_range * action, offset = mid_range (of each joint's range) "
+        "or reference (the clip's pose one control step ahead: actions are corrections)", static=True)
 
 
 @flax.struct.dataclass
@@ -58,6 +71,7 @@ class State:
     final_obs: jax.Array  # [obs_dim] observation reached by the last step, before auto-reset
     reward: jax.Array  # [] reward of the last step
     reward_terms: dict  # name -> [] each term of the last step's reward (reward/<name>)
+    termination: dict  # name -> [] bool, why the last step ended its episode (TERMINATIONS)
     errors: reward_lib.Errors  # raw errors of the last step, for re-scoring
     terminated: jax.Array  # [] bool: the last step ended the episode by a fall or non-finite physics
     truncated: jax.Array  # [] bool: the last step hit the time limit (bootstrap from final_obs)
@@ -84,14 +98,19 @@ class ImitationEnv:
             raise MimicError(f"env.episode_seconds must be > 0, got {config.episode_seconds}")
         if any(k < 1 for k in config.future_frames):
             raise MimicError(f"env.future_frames must be positive step counts, got {list(config.future_frames)}")
+        if config.action_offset not in ("mid_range", "reference"):
+            raise MimicError(f"env.action_offset must be 'mid_range' or 'reference', got {config.action_offset!r}")
+        if config.physics_threads < 0:
+            raise MimicError(f"env.physics_threads must be >= 0, got {config.physics_threads}")
         self.config = config
         self.clip = clip if clip is not None else motion.load_clip(config.motion)
         self.clip_arrays = self.clip.arrays()
         self.reward_config = reward_config if reward_config is not None else reward_lib.preset("deepmimic_paper")
         self.mj_model = model_lib.load_model(config.control)
-        self.mjx_model = mjx.put_model(self.mj_model)
-        self._data0 = mjx.make_data(self.mjx_model)
-        self.substeps = model_lib.substeps(self.mj_model)
+        self.physics = physics_lib.Physics(self.mj_model, config.physics, config.physics_threads or None)
+        self.mjx_model = self.physics.mjx_model
+        self._data0 = self.physics.data0
+        self.substeps = self.physics.substeps
         self.dt = 1.0 / model_lib.CONTROL_HZ
         self.max_steps = int(round(config.episode_seconds * model_lib.CONTROL_HZ))
         m = self.mj_model
@@ -111,14 +130,13 @@ class ImitationEnv:
         else:
             falls = set(range(1, m.nbody)) - allowed
         self._fall_geom = np.array([m.geom_bodyid[g] in falls for g in range(m.ngeom)])
+        self._lo, self._hi = lo, hi
         self.observation_size = int(self._observe(self._data0, jnp.zeros(()), self._data0.qpos).shape[0])
 
     # ----------------------------------------------------------------- physics helpers
     def _forward_kinematics(self, data):
         """Positions, orientations and body velocities of `data.qpos`/`data.qvel`."""
-        data = mjx.kinematics(self.mjx_model, data)
-        data = mjx.com_pos(self.mjx_model, data)
-        return mjx.com_vel(self.mjx_model, data)
+        return self.physics.forward_kinematics(data)
 
     def _forward_kinematics_stack(self, *datas):
         """`_forward_kinematics` of each of `datas` (same structure) through one vmapped call."""
@@ -245,6 +263,7 @@ class ImitationEnv:
             final_obs=obs,
             reward=zero,
             reward_terms=jax.tree.map(jnp.zeros_like, terms),
+            termination={k: jnp.zeros((), bool) for k in TERMINATIONS},
             errors=errors,
             terminated=jnp.zeros((), bool),
             truncated=jnp.zeros((), bool),
@@ -260,15 +279,24 @@ class ImitationEnv:
             return qpos[self._act_qpos]
         return jnp.zeros(self.action_size)
 
-    def action_to_ctrl(self, action):
-        """[-1, 1] actions to actuator controls: a joint-range target (pd) or torque fraction."""
+    def action_to_ctrl(self, action, ref_qpos):
+        """[-1, 1] actions to actuator controls: a PD target (pd) or a torque fraction (torque).
+
+        PD targets are offset + half_range * action, clipped to the joint's range; the offset
+        is the range's middle or, with `action_offset: reference`, the reference pose
+        `ref_qpos [nq]` the step moves toward, so that action 0 replays the clip.
+        """
         action = jnp.clip(action, -1.0, 1.0)
-        if self.config.control == "pd":
-            return self._act_mid + self._act_half * action
-        return action
+        if self.config.control != "pd":
+            return action
+        if self.config.action_offset == "reference":
+            return jnp.clip(ref_qpos[self._act_qpos] + self._act_half * action, self._lo, self._hi)
+        return self._act_mid + self._act_half * action
 
     def reference_action(self, state: State):
         """The pd action whose targets are the reference pose one control step ahead [28]."""
+        if self.config.action_offset == "reference":
+            return jnp.zeros(self.action_size)
         qpos, _, _ = motion.sample(self.clip_arrays, state.time + self.dt)
         return jnp.clip((qpos[self._act_qpos] - self._act_mid) / self._act_half, -1.0, 1.0)
 
@@ -276,30 +304,25 @@ class ImitationEnv:
         """Advance one 30 Hz control step; a finished episode is replaced by a fresh one."""
         if action.shape != (self.action_size,):
             raise MimicError(f"action has shape {action.shape}, expected ({self.action_size},) per environment")
-        data = state.data.replace(ctrl=self.action_to_ctrl(action))
-
-        def substep(d, _):
-            return mjx.step(self.mjx_model, d), None
-
-        data, _ = jax.lax.scan(substep, data, None, length=self.substeps)
         t = state.time + self.dt
         ref_qpos, ref_qvel, _ = motion.sample(self.clip_arrays, t)
+        data, diverged = self.physics.step(state.data.replace(ctrl=self.action_to_ctrl(action, ref_qpos)))
         start_rng, start_t, start = self._start(state.rng)
         # The stepped state, its reference and the start that replaces a finished episode all
         # need forward kinematics; one vmapped call compiles it once instead of three times
         # (MJX's FK is a large share of the step's compile; BENCHMARKS.md, "CPU compile time").
         ref = self._data0.replace(qpos=ref_qpos, qvel=ref_qvel)
         data, ref, start = self._forward_kinematics_stack(data, ref, start)
-        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & ~diverged
         errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref))
         reward, terms = reward_lib.reward_from_errors(errors, action, state.reward_config)
-        fell = self._fell(data)
-        terminated = ~finite | (fell if self.config.early_termination else False)
         steps = state.step_count + 1
-        truncated = ~terminated & (steps >= self.max_steps)
-        if not self.clip.loop:
-            truncated = truncated | (~terminated & (t >= self.clip_arrays.duration))
+        why = self._termination(data, finite, steps, t)
+        terminated = jnp.any(jnp.stack([v for k, v in why.items() if not TERMINATIONS[k]]))
+        truncated = ~terminated & jnp.any(jnp.stack([v for k, v in why.items() if TERMINATIONS[k]]))
+        why = {k: (v & ~terminated) if TERMINATIONS[k] else v for k, v in why.items()}
         # DeepMimic: a failed step earns the terminal reward, 0, not the tracking reward.
+        # This is the one place that rule lives; diagnose and evaluate read these rewards.
         keep = ~terminated
         reward = jnp.where(keep, reward, 0.0)
         terms = jax.tree.map(lambda x: jnp.where(keep, x, 0.0), terms)
@@ -311,6 +334,7 @@ class ImitationEnv:
             final_obs=obs,
             reward=reward,
             reward_terms=terms,
+            termination=why,
             errors=errors,
             terminated=terminated,
             truncated=truncated,
@@ -323,12 +347,21 @@ class ImitationEnv:
         stepped = stepped.replace(rng=start_rng)
         return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, stepped)
 
-    def _fell(self, data):
-        contact = data._impl.contact
-        touching = contact.dist <= 0.0
+    def _termination(self, data, finite, steps, t) -> dict:
+        """Each reason in TERMINATIONS, [] bool, for a data with kinematics done."""
         fall_geom = jnp.asarray(self._fall_geom)
-        bad = touching & (fall_geom[contact.geom1] | fall_geom[contact.geom2])
-        return jnp.any(bad) | (data.qpos[2] < self.config.min_root_height)
+        # A fall from geometry, the same for both physics backends: a fall body's geom at or
+        # below the floor plane (z = 0), where MuJoCo would report a contact at distance <= 0.
+        touching = jnp.any(fall_geom & (self.physics.lowest_geom_z(data) <= 0.0))
+        early = self.config.early_termination
+        why = {
+            "fall_contact": finite & touching & early,
+            "root_height": finite & (data.qpos[2] < self.config.min_root_height) & early,
+            "nonfinite": ~finite,
+            "time_limit": steps >= self.max_steps,
+            "clip_end": (t >= self.clip_arrays.duration) & (not self.clip.loop),
+        }
+        return {k: jnp.asarray(v, bool) for k, v in why.items()}
 
 
 def reset_batch(env: ImitationEnv, rng, batch_size: int, reward_config=None) -> State:

@@ -1,0 +1,212 @@
+"""The one seam between the environment and the simulator.
+
+Every other module reaches the humanoid's physics through a `Physics` object:
+
+* `put(qpos, qvel, ctrl) -> mjx.Data`  a physics state (no kinematics yet)
+* `step(data) -> (data, diverged)`    one 30 Hz control step (`substeps` physics steps)
+* `forward_kinematics(data) -> data`  body poses, velocities and geom frames of qpos/qvel
+* `lowest_geom_z(data) -> [ngeom]`     each geom's lowest point, for falls from geometry
+
+Two backends advance the state, and everything else (kinematics, observation, reward,
+termination) is the same JAX code for both:
+
+* `mjx`: MuJoCo MJX, `mjx.step` traced into the program. The choice on an accelerator.
+* `native`: MuJoCo's own C engine through `mujoco.rollout` (a persistent thread pool), called
+  once per control step for the whole batch through `jax.pure_callback`. On a CPU it runs
+  ~14x faster than MJX there and compiles in a fraction of the time (BENCHMARKS.md).
+
+The physics state is an `mjx.Data` for both, so a `State` has one type whatever the backend.
+What crosses the native boundary is MuJoCo's full physics state (`mjSTATE_FULLPHYSICS`: time,
+qpos, qvel, act) and the controls; each environment is rolled out on its own from that, so a
+result never depends on how the batch was split among threads or calls. One difference is
+stated, not hidden: `mujoco.rollout` starts every call's constraint solver from a zero warm
+start (it returns no `qacc_warmstart`), where MJX carries the last one; with 4 Newton
+iterations the solver converges either way (tests/test_physics.py measures the agreement).
+
+MuJoCo C resets an unstable simulation to the model's default pose and carries on. The native
+step feeds every rollout a fixed clock (`_CLOCK0`) and flags as `diverged` any environment whose
+clock did not advance by exactly the control period: a reset sets time back to 0. The env
+ends, resets and counts such an episode just as it does non-finite MJX physics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import rollout as mj_rollout
+
+from mimic_mjx import model as model_lib
+from mimic_mjx.errors import MimicError
+
+with contextlib.redirect_stdout(io.StringIO()):
+    # mujoco.mjx prints "Failed to import warp" to stdout when the optional Warp backend is
+    # absent; that line would corrupt `--json` output.
+    from mujoco import mjx
+
+BACKENDS = ("auto", "mjx", "native")
+
+# The clock every native rollout starts from. Any value > 0 works (a reset sets time to 0);
+# 1.0 keeps time + 5 * (1/150) exact to float64 rounding.
+_CLOCK0 = 1.0
+
+_GEOM_SPHERE, _GEOM_CAPSULE, _GEOM_BOX = (int(mujoco.mjtGeom.mjGEOM_SPHERE), int(mujoco.mjtGeom.mjGEOM_CAPSULE),
+                                          int(mujoco.mjtGeom.mjGEOM_BOX))
+
+
+def resolve_backend(name: str, jax_backend: str | None = None) -> str:
+    """`auto` -> `mjx` where JAX's default device is an accelerator, `native` on CPU."""
+    if name not in BACKENDS:
+        raise MimicError(f"env.physics must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name != "auto":
+        return name
+    jax_backend = jax.default_backend() if jax_backend is None else jax_backend
+    return "native" if jax_backend == "cpu" else "mjx"
+
+
+def default_threads() -> int:
+    """Usable cores (the process's CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class Physics:
+    """The humanoid's simulator behind one interface; `backend` is `mjx` or `native`.
+
+    Holds only constants (models, index tables, the native thread pool), so its methods are
+    pure functions of their array arguments and vmap/jit like any JAX function.
+    """
+
+    def __init__(self, mj_model: mujoco.MjModel, backend: str = "auto", threads: int | None = None):
+        self.backend = resolve_backend(backend)
+        self.mj_model = mj_model
+        self.mjx_model = mjx.put_model(mj_model)
+        self.data0 = mjx.make_data(self.mjx_model)
+        self.substeps = model_lib.substeps(mj_model)
+        self.control_dt = self.substeps * mj_model.opt.timestep
+        m = mj_model
+        self._geom_type = np.asarray(m.geom_type)
+        self._geom_size = np.asarray(m.geom_size)
+        unknown = set(self._geom_type[m.geom_bodyid > 0].tolist()) - {_GEOM_SPHERE, _GEOM_CAPSULE, _GEOM_BOX}
+        if unknown:
+            raise MimicError(f"physics: body geoms of types {sorted(unknown)} have no lowest-point rule "
+                             "(sphere, capsule and box do)")
+        if self.backend == "native":
+            self._native = _NativeStepper(mj_model, self.substeps, threads or default_threads())
+
+    # ----------------------------------------------------------------------- state
+    def put(self, qpos, qvel, ctrl) -> mjx.Data:
+        """A physics state at `qpos [nq]`, `qvel [nv]` with controls `ctrl [nu]`."""
+        return self.data0.replace(qpos=qpos, qvel=qvel, ctrl=ctrl)
+
+    # ------------------------------------------------------------------------ step
+    def step(self, data: mjx.Data) -> tuple[mjx.Data, jax.Array]:
+        """One control step under `data.ctrl`: `(data after it, diverged [] bool)`.
+
+        `diverged` is True where MuJoCo C reset an unstable simulation (native); MJX reports
+        instability as non-finite numbers instead, which the caller checks for both.
+        """
+        if self.backend == "mjx":
+            def substep(d, _):
+                return mjx.step(self.mjx_model, d), None
+
+            data, _ = jax.lax.scan(substep, data, None, length=self.substeps)
+            return data, jnp.zeros((), bool)
+        return self._native.step(data)
+
+    # ------------------------------------------------------------------ kinematics
+    def forward_kinematics(self, data: mjx.Data) -> mjx.Data:
+        """Body and geom poses (xpos, xquat, geom_xpos, geom_xmat), subtree COM and body
+        velocities (cvel) of `data.qpos`/`data.qvel`: the same JAX code for both backends."""
+        data = mjx.kinematics(self.mjx_model, data)
+        data = mjx.com_pos(self.mjx_model, data)
+        return mjx.com_vel(self.mjx_model, data)
+
+    def lowest_geom_z(self, data: mjx.Data) -> jax.Array:
+        """Height of each geom's lowest point [ngeom], m, from a data with kinematics done.
+
+        Sphere: centre - r. Capsule (axis = local z, half-length size[1]): centre - |R_zz| h - r.
+        Box: centre - sum_i |R_zi| size_i. Other types (the floor plane) get +inf.
+        """
+        z = data.geom_xpos[:, 2]
+        rz = jnp.abs(data.geom_xmat[:, 2, :])  # [ngeom, 3]: |z-component of each local axis|
+        size = jnp.asarray(self._geom_size)
+        sphere = z - size[:, 0]
+        capsule = z - rz[:, 2] * size[:, 1] - size[:, 0]
+        box = z - jnp.sum(rz * size, axis=-1)
+        kind = jnp.asarray(self._geom_type)
+        return jnp.where(kind == _GEOM_SPHERE, sphere,
+                         jnp.where(kind == _GEOM_CAPSULE, capsule, jnp.where(kind == _GEOM_BOX, box, jnp.inf)))
+
+
+class _NativeStepper:
+    """MuJoCo C behind `jax.pure_callback`: one call per control step for a whole batch."""
+
+    def __init__(self, mj_model: mujoco.MjModel, substeps: int, threads: int):
+        m = mj_model
+        spec = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        self.nstate = mujoco.mj_stateSize(m, spec)
+        self.nq, self.nv, self.na, self.nu = m.nq, m.nv, m.na, m.nu
+        if self.nstate != 1 + m.nq + m.nv + m.na:
+            # The layout below (time, qpos, qvel, act) holds for models without mocap bodies,
+            # history buffers, equality toggles or plugins, as humanoid3d.xml is.
+            raise MimicError(f"physics: the native backend needs a full-physics state of time, qpos, qvel, act "
+                             f"({1 + m.nq + m.nv + m.na} numbers); this model's has {self.nstate}")
+        self.model = m
+        self.substeps = substeps
+        self.threads = max(1, int(threads))
+        self.expected_time = _CLOCK0 + substeps * m.opt.timestep
+        self._tolerance = 1e-9
+        self._lock = threading.Lock()
+        self._pool = None
+
+    def _rollout(self):
+        # Built on first use, on the host thread that runs callbacks; the pool persists.
+        if self._pool is None:
+            self._datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
+            self._pool = mj_rollout.Rollout(nthread=self.threads if self.threads > 1 else 0)
+        return self._pool
+
+    def _host_step(self, qpos, qvel, act, ctrl):
+        """numpy in, numpy out; any number of leading batch axes (vmap, nested vmap)."""
+        qpos, qvel, act, ctrl = (np.asarray(x) for x in (qpos, qvel, act, ctrl))
+        lead = qpos.shape[:-1]
+        n = int(np.prod(lead, dtype=np.int64))
+        state0 = np.empty((n, self.nstate))
+        state0[:, 0] = _CLOCK0
+        state0[:, 1:1 + self.nq] = qpos.reshape(n, self.nq)
+        state0[:, 1 + self.nq:1 + self.nq + self.nv] = qvel.reshape(n, self.nv)
+        state0[:, 1 + self.nq + self.nv:] = act.reshape(n, self.na)
+        control = np.repeat(ctrl.reshape(n, 1, self.nu).astype(np.float64), self.substeps, axis=1)
+        out = np.empty((n, self.substeps, self.nstate))
+        with self._lock:
+            self._rollout().rollout(self.model, self._datas, state0, control, state=out,
+                                    initial_warmstart=np.zeros((n, self.nv)))
+        last = out[:, -1]
+        diverged = np.abs(last[:, 0] - self.expected_time) > self._tolerance
+        q = last[:, 1:1 + self.nq].reshape(lead + (self.nq,))
+        v = last[:, 1 + self.nq:1 + self.nq + self.nv].reshape(lead + (self.nv,))
+        a = last[:, 1 + self.nq + self.nv:].reshape(lead + (self.na,))
+        return (q.astype(qpos.dtype), v.astype(qvel.dtype), a.astype(act.dtype), diverged.reshape(lead))
+
+    def step(self, data: mjx.Data) -> tuple[mjx.Data, jax.Array]:
+        shapes = (
+            jax.ShapeDtypeStruct(data.qpos.shape, data.qpos.dtype),
+            jax.ShapeDtypeStruct(data.qvel.shape, data.qvel.dtype),
+            jax.ShapeDtypeStruct(data.act.shape, data.act.dtype),
+            jax.ShapeDtypeStruct(data.qpos.shape[:-1], jnp.bool_),
+        )
+        # broadcast_all: under vmap (and a sweep's nested vmap) the callback sees the whole
+        # batch at once, one call per control step.
+        qpos, qvel, act, diverged = jax.pure_callback(self._host_step, shapes, data.qpos, data.qvel, data.act,
+                                                      data.ctrl, vmap_method="broadcast_all")
+        data = data.replace(qpos=qpos, qvel=qvel, act=act, time=data.time + self.substeps * self.model.opt.timestep)
+        return data, diverged
