@@ -115,6 +115,9 @@ class TrainConfig:
     checkpoint_every: int = cfglib.field(
         50, "save a checkpoint every this many iterations (and at the end)", static=True)
     keep_checkpoints: int = cfglib.field(3, "newest checkpoints kept in the run directory", static=True)
+    time_limit_minutes: float | None = cfglib.field(
+        None, "stop (with a checkpoint) once this much wall clock has passed since the command started, "
+        "compile included; null: no limit. --resume continues a stopped run", static=True)
 
 
 def resolve_defaults(config: TrainConfig, backend: str | None = None) -> TrainConfig:
@@ -168,6 +171,7 @@ class Trajectory:
     actions: jax.Array  # [T, B, A] sampled actions (before the env clips them to [-1, 1])
     rewards: jax.Array  # [T, B]
     reward_terms: dict  # name -> [T, B]
+    termination: dict  # name -> [T, B] bool, why the step ended its episode (env.TERMINATIONS)
     final_obs: jax.Array  # [T, B, D] observation reached by the step, before any auto-reset
     terminated: jax.Array  # [T, B] bool, fell (no bootstrap)
     truncated: jax.Array  # [T, B] bool, time limit (bootstrap from final_obs)
@@ -257,6 +261,7 @@ def rollout(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, state: TrainS
             actions=action,
             rewards=nxt.reward,
             reward_terms=nxt.reward_terms,
+            termination=nxt.termination,
             final_obs=nxt.final_obs,
             terminated=nxt.terminated,
             truncated=nxt.truncated,
@@ -339,6 +344,7 @@ def rollout_metrics(traj: Trajectory, advantages: jax.Array, max_reward: jax.Arr
         "training/advantage_std": jnp.std(advantages),
     }
     metrics.update({f"reward/{name}": jnp.mean(v) for name, v in traj.reward_terms.items()})
+    metrics.update({f"termination/{name}": jnp.sum(v.astype(jnp.float32)) for name, v in traj.termination.items()})
     return metrics
 
 
@@ -349,6 +355,7 @@ def make_iteration(env: env_lib.ImitationEnv, config: TrainConfig) -> Callable[[
       training/reward_mean|min|max     per-step reward under the run's reward
       training/reward_fraction_of_max  reward_mean / reward.max_reward(config)
       reward/<term>                    mean per step of each reward term (they sum to reward_mean)
+      termination/<reason>             episodes that ended for each reason of env.TERMINATIONS
       training/advantage_mean|std      raw GAE advantages, before trpo_step normalises them
       training/episode_length          mean length (steps) of the episodes that ended this
                                        iteration; if none ended, the last value (0 before any)
@@ -465,13 +472,15 @@ def _host_metrics(metrics: dict) -> dict:
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def _trim_metrics(path: pathlib.Path, last_iteration: int) -> None:
-    """Keep only the metric lines up to `last_iteration` (a crash may have left later ones)."""
+def _trim_metrics(path: pathlib.Path, last_iteration: int) -> float:
+    """Keep only the metric lines up to `last_iteration` (a crash may have left later ones);
+    returns the wall clock the kept lines reached (`charts/wall_time_s`), 0 if none."""
     if not path.exists():
-        return
+        return 0.0
     keep = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line)["training/iteration"] <= last_iteration]
     path.write_text("".join(line + "\n" for line in keep))
+    return json.loads(keep[-1]).get("charts/wall_time_s", 0.0) if keep else 0.0
 
 
 def build_env(config: TrainConfig) -> tuple[env_lib.ImitationEnv, reward_lib.RewardConfig]:
@@ -501,6 +510,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     bit-for-bit as an uninterrupted run would on the same machine.
     """
     config = resolve_defaults(config)
+    command_start = time.perf_counter()
     run_dir = pathlib.Path(out_dir)
     metrics_path = run_dir / "metrics.jsonl"
     env, reward_config = build_env(config)
@@ -508,12 +518,13 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         state, step = checkpoint.restore(run_dir, abstract_state(env, config))
         state = with_config_leaves(state, config, reward_config)
         progress(f"resumed {run_dir} at iteration {step}")
-        _trim_metrics(metrics_path, step)
+        wall_offset = _trim_metrics(metrics_path, step)
     else:
         if checkpoint.latest_step(run_dir) is not None:
             raise MimicError(f"{run_dir}: already holds a training run; pass --resume or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
+        wall_offset = 0.0
         start = time.perf_counter()
         # Reward and TRPO leaves are arguments, not constants, so runs that differ only in
         # those numbers share one compiled program (and its persistent-cache entry).
@@ -533,7 +544,6 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
 
     health, history = Health(), []
     done = int(state.iteration)
-    wall0 = time.perf_counter()
     while done < config.iterations:
         t0 = time.perf_counter()
         state, metrics = step_fn(state)
@@ -543,7 +553,8 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         metrics["training/iteration"] = done
         metrics["training/env_steps"] = int(state.env_steps)
         metrics["charts/SPS"] = config.num_envs * config.horizon / elapsed
-        metrics["charts/wall_time_s"] = time.perf_counter() - wall0
+        # Wall clock of the whole run, setup and compiles included, summed over resumes.
+        metrics["charts/wall_time_s"] = wall_offset + time.perf_counter() - command_start
         with metrics_path.open("a") as f:
             f.write(json.dumps(metrics) + "\n")
         history.append(metrics)
@@ -551,8 +562,14 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         health, alarms = check_health(metrics, health, config.env.motion)
         for message in alarms:
             progress(message)
-        if done % config.checkpoint_every == 0 or done == config.iterations:
+        out_of_time = (config.time_limit_minutes is not None
+                       and time.perf_counter() - command_start >= 60.0 * config.time_limit_minutes)
+        if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
             checkpoint.save(run_dir, done, state, keep=config.keep_checkpoints)
+        if out_of_time and done < config.iterations:
+            progress(f"time limit of {config.time_limit_minutes:g} minutes reached at iteration {done}; "
+                     f"checkpoint saved (continue with --resume --out {run_dir})")
+            break
     return TrainResult(state=state, history=history, run_dir=run_dir)
 
 
@@ -562,6 +579,17 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
 # configs/, copied into wheels), so a non-editable install finds them too.
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = "walk"
+# What `mimic-mjx train` with no --config runs: a preset that learns on the machine it runs on.
+DEFAULT_CONFIG_CPU = "walk_cpu"
+
+
+def default_config(backend: str | None = None) -> tuple[str, str]:
+    """`(preset, why)` for `mimic-mjx train` without --config, from JAX's default backend."""
+    backend = jax.default_backend() if backend is None else backend
+    if backend == "cpu":
+        return DEFAULT_CONFIG_CPU, ("JAX's default device is a CPU: native MuJoCo physics, 64 environments; "
+                                    "the GPU preset would run 16 MJX environments and learn nothing in hours")
+    return DEFAULT_CONFIG, f"JAX's default device is a {backend.upper()}: MJX physics, 4096 environments"
 
 
 def find_config(name_or_path: str) -> pathlib.Path:
@@ -602,7 +630,7 @@ def enable_compile_cache() -> None:
 def add_arguments(parser) -> None:
     """`mimic-mjx train` flags."""
     parser.add_argument("--config", default=None,
-                        help=f"YAML file or preset name in configs/ (default: {DEFAULT_CONFIG}; "
+                        help=f"YAML file or preset name in configs/ (default: {DEFAULT_CONFIG_CPU} on a CPU, {DEFAULT_CONFIG} on a GPU; "
                              "with --resume: the run's config.yaml)")
     parser.add_argument("--motion", default=None, help="clip name or path (sets env.motion)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -617,7 +645,11 @@ def run_cli(args) -> int:
     path = args.config
     if path is None:
         saved = pathlib.Path(args.out) / "config.yaml" if args.out else None
-        path = saved if args.resume and saved is not None and saved.exists() else DEFAULT_CONFIG
+        if args.resume and saved is not None and saved.exists():
+            path = saved
+        else:
+            path, why = default_config()
+            print(f"config: {path} ({why}; choose another with --config)", flush=True)
     config = load_train_config(path, overrides)
     enable_compile_cache()
     out = args.out or str(pathlib.Path("runs") / pathlib.Path(config.env.motion).stem)

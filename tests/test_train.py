@@ -184,7 +184,7 @@ class ProbeEnv:
         obs = self._obs(key)
         return env_lib.State(
             data=zero, obs=obs, final_obs=obs, reward=zero, reward_terms={"probe": zero},
-            errors=None, terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), time=zero,
+            termination={"failure": jnp.zeros((), bool), "time_limit": jnp.zeros((), bool)}, errors=None, terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool), time=zero,
             step_count=jnp.zeros((), jnp.int32), nonfinite_count=jnp.zeros((), jnp.int32), rng=rng,
             reward_config=reward_config,
         )
@@ -199,7 +199,8 @@ class ProbeEnv:
         fresh = self.reset(state.rng, config)
         # The episode continues in the same kind of state after a time limit: final_obs = obs.
         return fresh.replace(final_obs=state.obs, reward=scale * base, reward_terms={"probe": scale * base},
-                             terminated=~truncated, truncated=truncated)
+                             terminated=~truncated, truncated=truncated,
+                             termination={"failure": ~truncated, "time_limit": truncated})
 
 
 PROBE_REWARD = reward_lib.RewardConfig(pose_weight=1.0)  # max_reward = 1
