@@ -152,3 +152,34 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None)
               for path, leaf in _named_leaves(abstract).items()]
     state = jax.tree.unflatten(jax.tree.structure(abstract), leaves)
     return state, step
+
+
+def save_tree(path: str | pathlib.Path, tree: Any) -> None:
+    """Write a small pytree of arrays (an exported policy) as one msgpack file.
+
+    One file, not an orbax folder, so a policy ships as package data of a few hundred KB.
+    """
+    from flax import serialization
+
+    named = {"/".join(k): np.asarray(v) for k, v in _named_leaves(tree).items()}
+    pathlib.Path(path).write_bytes(serialization.msgpack_serialize(named))
+
+
+def load_tree(path: str | pathlib.Path, template: Any) -> Any:
+    """Read `save_tree`'s file into the structure of `template`; MimicError if it does not fit."""
+    from flax import serialization
+
+    path = pathlib.Path(path)
+    try:
+        named = serialization.msgpack_restore(path.read_bytes())
+    except (OSError, ValueError, TypeError) as err:
+        raise MimicError(f"{path}: not a policy file ({type(err).__name__})") from None
+    if not isinstance(named, dict):
+        raise MimicError(f"{path}: not a policy file")
+    have = {tuple(k.split("/")): v for k, v in named.items()}
+    want = _named_leaves(jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), template))
+    problem = _mismatch(_nest(have), want)
+    if problem is not None:
+        raise MimicError(f"{path}: does not fit this model and observation ({problem})")
+    leaves = [jnp.asarray(have[p]) for p in want]
+    return jax.tree.unflatten(jax.tree.structure(template), leaves)

@@ -1,6 +1,6 @@
-"""One yardstick for every policy: deterministic actions, RSI off, a fixed reference reward.
+"""One yardstick for every policy: deterministic actions, a fixed reference reward.
 
-Each evaluation episode starts at clip time 0 (no reference state initialisation), acts with
+Each evaluation episode starts at clip time 0 (or, with `--rsi`, at a random clip time), acts with
 the policy's mean action, and runs until it falls or reaches a full-length episode:
 `env.max_steps` (the 20 s time limit, 600 steps) for looping clips, the clip's length in
 steps for clips that do not loop. Every step is re-scored from the env's raw errors under
@@ -13,7 +13,13 @@ so 1 is perfect tracking for a full episode and falling early lowers it.
 
 With RSI off and a deterministic policy every episode starts in the same state, so on CPU the
 episodes of one call are identical; `episodes` > 1 guards against rare non-determinism on
-accelerators and keeps the batch shape the trainer's sweep members share.
+accelerators and keeps the batch shape the trainer's sweep members share. `--rsi` starts
+each episode at its own random clip time (DeepMimic's training distribution) and still runs
+it for a full-length episode.
+
+`root_drift_m` is the horizontal distance between the character's root and the reference
+root at each episode's last scored step (after 20 s for an episode that does not fall): a
+policy that stands or shuffles in place drifts by the distance the clip walks.
 
 Pure core: `rollout_scores` and `summarize` (jit/vmap-able, e.g. over sweep members);
 host side: `evaluate_state` (an in-memory TrainState) and `evaluate` (a run directory).
@@ -29,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mimic_mjx import checkpoint
 from mimic_mjx import config as cfglib
 from mimic_mjx import env as env_lib
 from mimic_mjx import networks as nets
@@ -40,7 +45,8 @@ from mimic_mjx.errors import MimicError
 REFERENCE_PRESET = "deepmimic_paper"
 # The keys `mimic-mjx eval --json` promises; others may be added.
 KEYS = ("normalized_return", "reward_per_step", "episode_length_mean", "joint_angle_error_rad",
-        "end_effector_error_m", "fall_rate")
+        "end_effector_error_m", "root_drift_m", "fall_rate")
+DEFAULT_EPISODES = 10
 
 
 @flax.struct.dataclass
@@ -54,6 +60,8 @@ class EpisodeScores:
     angle_error_sum: jax.Array  # Σ over scored steps of mean joint angle error, rad
     end_effector_error_sum: jax.Array  # Σ over scored steps of mean end-effector distance, m
     scored_steps: jax.Array  # steps whose errors were summed (all but the final one)
+    root_drift: jax.Array  # horizontal root distance from the reference at the last scored step, m
+    termination: dict  # reason -> [E] bool, why the episode ended (env.TERMINATIONS)
 
 
 def full_episode_steps(env: env_lib.ImitationEnv) -> int:
@@ -71,8 +79,9 @@ def full_episode_steps(env: env_lib.ImitationEnv) -> int:
     return n
 
 
-def tracking_errors(env: env_lib.ImitationEnv, state: env_lib.State) -> tuple[jax.Array, jax.Array]:
-    """(mean joint angle error [rad], mean end-effector distance [m]) of one env vs its reference.
+def tracking_errors(env: env_lib.ImitationEnv, state: env_lib.State) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(mean joint angle error [rad], mean end-effector distance [m], horizontal root distance
+    [m]) of one env vs its reference.
 
     Angles are the rotation angles of sim⁻¹·ref local joint rotations over the 12 tracked
     joints; end-effector distances are in the root's heading frame with heights above the
@@ -83,7 +92,8 @@ def tracking_errors(env: env_lib.ImitationEnv, state: env_lib.State) -> tuple[ja
     ref = env.kinematics(ref_data)
     angle = jnp.mean(reward_lib.quat_diff_angle(sim.joint_quat, ref.joint_quat))
     distance = jnp.mean(jnp.linalg.norm(sim.end_effectors - ref.end_effectors, axis=-1))
-    return angle, distance
+    drift = jnp.linalg.norm(sim.root_pos[:2] - ref.root_pos[:2])
+    return angle, distance, drift
 
 
 def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy_params,
@@ -91,7 +101,7 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
                    rng: jax.Array, episodes: int, steps: int) -> EpisodeScores:
     """Run `episodes` envs for `steps` steps with the mean action; score each one's first episode.
 
-    `env` should have `rsi=False`. Steps after an env's first episode ends are ignored. The
+    Episodes start at clip time 0 when `env` has `rsi=False`. Steps after an env's first episode ends are ignored. The
     errors of an episode's final step are not scored: the env has already replaced that
     state by a reset one (its fall is counted by `terminated` instead).
     """
@@ -99,8 +109,9 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
     best = reward_lib.max_reward(reference)
     state0 = env_lib.reset_batch(env, rng, episodes, reward_config)
     zeros = jnp.zeros((episodes,), jnp.float32)
-    scores0 = EpisodeScores(zeros, zeros, jnp.zeros((episodes,), jnp.int32), jnp.zeros((episodes,), bool),
-                            zeros, zeros, zeros)
+    falses = jnp.zeros((episodes,), bool)
+    scores0 = EpisodeScores(zeros, zeros, jnp.zeros((episodes,), jnp.int32), falses, zeros, zeros, zeros, zeros,
+                            {k: falses for k in env_lib.TERMINATIONS})
 
     def step(carry, _):
         state, alive, scores = carry
@@ -109,7 +120,7 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
         ref_reward, _ = jax.vmap(reward_lib.reward_from_errors, in_axes=(0, 0, None))(nxt.errors, mean, reference)
         ref_reward = jnp.where(nxt.terminated, 0.0, ref_reward / best)
         done = nxt.terminated | nxt.truncated
-        angle, distance = jax.vmap(lambda s: tracking_errors(env, s))(nxt)
+        angle, distance, drift = jax.vmap(lambda s: tracking_errors(env, s))(nxt)
         scored = alive & ~done
         scores = EpisodeScores(
             reference_return=scores.reference_return + jnp.where(alive, ref_reward, 0.0),
@@ -119,6 +130,8 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
             angle_error_sum=scores.angle_error_sum + jnp.where(scored, angle, 0.0),
             end_effector_error_sum=scores.end_effector_error_sum + jnp.where(scored, distance, 0.0),
             scored_steps=scores.scored_steps + scored.astype(jnp.float32),
+            root_drift=jnp.where(scored, drift, scores.root_drift),
+            termination={k: scores.termination[k] | (alive & nxt.termination[k]) for k in scores.termination},
         )
         return (nxt, alive & ~done, scores), None
 
@@ -141,13 +154,15 @@ def summarize(scores: EpisodeScores, full_steps: int) -> dict[str, jax.Array]:
         "episode_length_fraction": jnp.mean(length) / full_steps,
         "joint_angle_error_rad": jnp.sum(scores.angle_error_sum) / scored,
         "end_effector_error_m": jnp.sum(scores.end_effector_error_sum) / scored,
+        "root_drift_m": jnp.mean(scores.root_drift),
         "fall_rate": jnp.mean(scores.terminated.astype(jnp.float32)),
+        **{f"termination/{k}": jnp.sum(v.astype(jnp.float32)) for k, v in scores.termination.items()},
     }
 
 
-def eval_env(config: train_lib.TrainConfig) -> env_lib.ImitationEnv:
-    """The run's environment with RSI off (episodes start at clip time 0)."""
-    return env_lib.ImitationEnv(config.env.replace(rsi=False), reward_config=config.reward.resolve())
+def eval_env(config: train_lib.TrainConfig, rsi: bool = False) -> env_lib.ImitationEnv:
+    """The run's environment, RSI off by default (episodes start at clip time 0)."""
+    return env_lib.ImitationEnv(config.env.replace(rsi=rsi), reward_config=config.reward.resolve())
 
 
 def make_evaluation(env: env_lib.ImitationEnv, config: train_lib.TrainConfig, episodes: int):
@@ -167,9 +182,15 @@ def make_evaluation(env: env_lib.ImitationEnv, config: train_lib.TrainConfig, ep
 def evaluate_state(state: train_lib.TrainState, config: train_lib.TrainConfig, episodes: int = 4,
                    seed: int = 0, env: env_lib.ImitationEnv | None = None) -> dict[str, float]:
     """Evaluate an in-memory (unbatched) TrainState; returns plain floats."""
-    env = eval_env(config) if env is None else env
     reward_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
-    args = (state.policy_params, state.normalizer, reward_config, jax.random.PRNGKey(seed))
+    return evaluate_params(state.policy_params, state.normalizer, reward_config, config, episodes, seed, env)
+
+
+def evaluate_params(policy_params, normalizer, reward_config, config: train_lib.TrainConfig, episodes: int,
+                    seed: int = 0, env: env_lib.ImitationEnv | None = None) -> dict[str, float]:
+    """Evaluate policy weights and normaliser under `config`'s environment; plain floats."""
+    env = eval_env(config) if env is None else env
+    args = (policy_params, normalizer, reward_config, jax.random.PRNGKey(seed))
     metrics = train_lib.compile_fresh(make_evaluation(env, config, episodes), *args)(*args)
     out = {k: float(v) for k, v in jax.device_get(metrics).items()}
     out["full_episode_steps"] = full_episode_steps(env)
@@ -183,34 +204,49 @@ def load_run_config(run_dir: str | pathlib.Path) -> train_lib.TrainConfig:
     return cfglib.load_config(train_lib.TrainConfig, path, [])
 
 
-def evaluate(run_dir: str | pathlib.Path, episodes: int = 4, seed: int = 0) -> dict[str, float]:
-    """Evaluate the latest checkpoint of a run directory (see the module docstring for keys)."""
-    config = load_run_config(run_dir)
-    env = eval_env(config)
-    state, step = checkpoint.restore(run_dir, train_lib.abstract_state(env, config))
-    metrics = evaluate_state(state, config, episodes, seed, env)
-    metrics["iteration"] = int(step)
-    metrics["env_steps"] = int(state.env_steps)
+def evaluate(source: str | pathlib.Path, episodes: int = DEFAULT_EPISODES, seed: int = 0,
+             rsi: bool = False) -> dict[str, float]:
+    """Evaluate a run directory's latest checkpoint, a policy folder or a shipped policy
+    (`policy.load`); see the module docstring for the keys."""
+    from mimic_mjx import policy as policy_lib
+
+    bundle = policy_lib.load(str(source))
+    config = bundle.config
+    env = eval_env(config, rsi=rsi)
+    metrics = evaluate_params(bundle.policy_params, bundle.normalizer, config.reward.resolve(), config,
+                              episodes, seed, env)
+    metrics.update(iteration=bundle.iteration, env_steps=bundle.env_steps, rsi=rsi, episodes=episodes)
     return metrics
 
 
 def add_arguments(parser) -> None:
     """`mimic-mjx eval` arguments."""
-    parser.add_argument("run_dir", help="a training run directory (holds config.yaml and checkpoints/)")
-    parser.add_argument("--episodes", type=int, default=4, help="evaluation episodes (default: 4)")
+    parser.add_argument("run_dir", metavar="RUN_OR_POLICY",
+                        help="a training run directory (config.yaml and checkpoints/), an exported policy folder, "
+                             "or a shipped policy name (e.g. walk)")
+    parser.add_argument("--episodes", type=int, default=DEFAULT_EPISODES,
+                        help=f"evaluation episodes (default: {DEFAULT_EPISODES})")
+    parser.add_argument("--rsi", action="store_true",
+                        help="start each episode at a random clip time (default: clip time 0)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
 def run_cli(args) -> int:
     """Run `mimic-mjx eval`; MimicError propagates to the CLI's one-line handler."""
+    if args.episodes < 1:
+        raise MimicError(f"--episodes must be >= 1, got {args.episodes}")
     train_lib.enable_compile_cache()
-    metrics = evaluate(args.run_dir, episodes=args.episodes, seed=args.seed)
+    metrics = evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, rsi=getattr(args, "rsi", False))
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
+        start = "random clip times (--rsi)" if metrics["rsi"] else "clip time 0"
         print(f"{args.run_dir}: iteration {metrics['iteration']}, {metrics['env_steps']:,} env steps, "
-              f"{args.episodes} episode(s) of up to {metrics['full_episode_steps']} steps")
+              f"{args.episodes} episode(s) of up to {metrics['full_episode_steps']} steps from {start}")
         for key in KEYS:
             print(f"  {key:<24} {metrics[key]:.4f}")
+        ended = ", ".join(f"{k[len('termination/'):]} {metrics[k]:.0f}" for k in metrics
+                          if k.startswith("termination/") and metrics[k] > 0)
+        print(f"  {'episodes ended by':<24} {ended or 'none (all ran the full length)'}")
     return 0

@@ -44,6 +44,8 @@ def test_summarize_by_hand():
         angle_error_sum=jnp.array([0.9, 0.3]),
         end_effector_error_sum=jnp.array([0.45, 0.15]),
         scored_steps=jnp.array([9.0, 3.0]),
+        root_drift=jnp.array([0.2, 0.6]),
+        termination={"fall_contact": jnp.array([False, True]), "time_limit": jnp.array([True, False])},
     )
     m = {k: float(v) for k, v in evaluate.summarize(scores, full_steps=10).items()}
     assert m["normalized_return"] == pytest.approx((6 / 10 + 2 / 10) / 2)  # 0.4
@@ -53,6 +55,8 @@ def test_summarize_by_hand():
     assert m["joint_angle_error_rad"] == pytest.approx(1.2 / 12)  # (0.9 + 0.3) / (9 + 3) steps
     assert m["end_effector_error_m"] == pytest.approx(0.6 / 12)
     assert m["fall_rate"] == pytest.approx(0.5)
+    assert m["root_drift_m"] == pytest.approx(0.4)  # (0.2 + 0.6) / 2 episodes
+    assert m["termination/fall_contact"] == 1 and m["termination/time_limit"] == 1
 
 
 @pytest.fixture(scope="module")

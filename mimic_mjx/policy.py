@@ -1,0 +1,112 @@
+"""A trained policy on its own: weights, observation normaliser and the config it was trained
+under, loadable from a run directory, an exported policy folder, or by name when shipped
+inside the package (`mimic_mjx/policies/<name>/`, e.g. `walk`).
+
+An exported policy folder holds `config.yaml` (the run's resolved TrainConfig),
+`policy.msgpack` (policy parameters and normaliser, written by `checkpoint.save_tree`) and
+`meta.json` (where it came from: run, iteration, env steps). Loading checks the weights
+against the networks and observation the config builds; a policy that does not fit is a
+one-line MimicError naming the folder and the first mismatching entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from mimic_mjx import checkpoint
+from mimic_mjx import config as cfglib
+from mimic_mjx import env as env_lib
+from mimic_mjx import networks as nets
+from mimic_mjx import train as train_lib
+from mimic_mjx.errors import MimicError
+
+SHIPPED_DIR = pathlib.Path(__file__).resolve().parent / "policies"
+WEIGHTS = "policy.msgpack"
+CONFIG = "config.yaml"
+META = "meta.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyBundle:
+    config: train_lib.TrainConfig
+    policy_params: Any
+    normalizer: nets.NormalizerState
+    env_steps: int
+    source: str
+    iteration: int = 0
+
+
+def shipped() -> list[str]:
+    """Names of the policies shipped inside the package."""
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / WEIGHTS).exists()) if SHIPPED_DIR.is_dir() else []
+
+
+def make_env(bundle: PolicyBundle, rsi: bool = False) -> env_lib.ImitationEnv:
+    """The bundle's environment; RSI off by default (episodes start at clip time 0)."""
+    config = bundle.config
+    return env_lib.ImitationEnv(config.env.replace(rsi=rsi), reward_config=config.reward.resolve())
+
+
+def act(bundle: PolicyBundle, env: env_lib.ImitationEnv) -> Callable[[jax.Array], jax.Array]:
+    """`obs [B, D] -> mean actions [B, A]`: the deterministic policy (jittable)."""
+    policy, _ = train_lib.make_networks(env, bundle.config)
+
+    def mean_action(obs):
+        mean, _ = policy.apply(bundle.policy_params, nets.normalize(bundle.normalizer, obs))
+        return mean
+
+    return mean_action
+
+
+def _template(config: train_lib.TrainConfig) -> dict:
+    """Shapes of what a policy file holds under `config` (no compute)."""
+    env = env_lib.ImitationEnv(config.env, reward_config=config.reward.resolve())
+    policy, _ = train_lib.make_networks(env, config)
+    dummy = jnp.zeros((1, env.observation_size))
+    return {
+        "policy_params": jax.eval_shape(lambda k: policy.init(k, dummy), jax.random.PRNGKey(0)),
+        "normalizer": jax.eval_shape(lambda: nets.init_normalizer(env.observation_size)),
+    }
+
+
+def export(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> pathlib.Path:
+    """Write the latest checkpoint of `run_dir` as a policy folder `out_dir`."""
+    bundle = load(str(run_dir))
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfglib.save_config(bundle.config, out / CONFIG)
+    checkpoint.save_tree(out / WEIGHTS, {"policy_params": bundle.policy_params, "normalizer": bundle.normalizer})
+    meta = {"run": str(run_dir), "iteration": bundle.iteration, "env_steps": bundle.env_steps}
+    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def _load_config(path: pathlib.Path) -> train_lib.TrainConfig:
+    return cfglib.load_config(train_lib.TrainConfig, path, [])
+
+
+def load(source: str) -> PolicyBundle:
+    """A policy from a shipped name, an exported policy folder, or a run directory."""
+    path = pathlib.Path(source)
+    if not path.exists() and (SHIPPED_DIR / source / WEIGHTS).exists():
+        path = SHIPPED_DIR / source
+    if (path / WEIGHTS).exists():
+        config = train_lib.resolve_defaults(_load_config(path / CONFIG))
+        tree = checkpoint.load_tree(path / WEIGHTS, _template(config))
+        meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
+        return PolicyBundle(config, tree["policy_params"], tree["normalizer"], int(meta.get("env_steps", 0)),
+                            str(path), int(meta.get("iteration", 0)))
+    if (path / CONFIG).exists() and (path / checkpoint.SUBDIR).is_dir():
+        config = train_lib.resolve_defaults(_load_config(path / CONFIG))
+        env, _ = train_lib.build_env(config)
+        state, step = checkpoint.restore(path, train_lib.abstract_state(env, config))
+        return PolicyBundle(config, state.policy_params, state.normalizer, int(state.env_steps), str(path), int(step))
+    names = ", ".join(shipped()) or "none"
+    raise MimicError(f"policy '{source}' not found: not a run directory (config.yaml + checkpoints/), "
+                     f"not a policy folder ({WEIGHTS}), nor a shipped policy ({names})")
