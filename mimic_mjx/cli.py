@@ -112,6 +112,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ("sweep", "sweep", "train many reward variants side by side in one program", "add_arguments", "run_cli"),
         ("extract", "sweep", "write one sweep member as a run directory", "add_extract_arguments", "run_extract_cli"),
         ("bench", "bench", "throughput of physics, environment and training", "add_arguments", "run_cli"),
+        ("plot", "plot", "learning curves of run directories as one PNG", "add_arguments", "run_cli"),
+        ("render", "render", "video and filmstrip of a policy beside its reference motion", "add_arguments", "run_cli"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
