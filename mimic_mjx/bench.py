@@ -2,8 +2,10 @@
 
 Rows (each compiled once, run once to warm up, then timed; `--rows` picks them):
 
-* `physics`: `jax.vmap(mjx.step)` over the batch inside `lax.scan`; physics steps/s.
-* `native`: the same model, states and controls through `mujoco.rollout` on every CPU core.
+* `physics`: `Physics.step` (one 30 Hz control step) vmapped over the batch inside
+  `lax.scan`; physics steps/s.
+* `native`: the same model, states and controls through `mujoco.rollout` on every CPU core,
+  called from Python: the ceiling of the native backend, without JAX around it.
 * `env`: `ImitationEnv.step` (physics substeps, reward, observation, auto-reset) with
   uniform random actions; env steps/s.
 * `policy`: the trainer's rollout (`train.rollout`: PolicyNetwork (1024, 512) inference on
@@ -15,6 +17,12 @@ Rows (each compiled once, run once to warm up, then timed; `--rows` picks them):
 * `brax`: Brax PPO (`brax.training.agents.ppo.train`) on the same environment wrapped in
   Brax's `Env` interface (`brax_adapter.py`), same batch, horizon, network widths;
   `ratio` = our train ÷ Brax.
+
+The physics, env, policy and train rows run once per physics backend of `--physics`
+(`mjx`, `native`; both by default on CPU, `mjx` on an accelerator); each row says its
+backend, `native_over_mjx` on a native row is its steps/s over the MJX row's at the same
+batch, and the train row splits its iteration time into physics, the rest of the env step,
+policy inference and the update (`time_split`) from the rows of its backend.
 
 `sweep` (M members × N/M envs against one run of N) runs only when `--rows` names it.
 `--profile DIR` records one extra, untimed call of each compiled row (all but native and
@@ -53,6 +61,7 @@ import numpy as np
 
 from mimic_mjx import brax_adapter
 from mimic_mjx import env as env_lib
+from mimic_mjx import physics as physics_lib
 from mimic_mjx.errors import MimicError
 
 ROWS = ("physics", "native", "env", "policy", "train", "sweep", "brax")
@@ -72,6 +81,8 @@ UNITS = {"physics": "physics steps/s", "native": "physics steps/s"}
 # Row -> the row whose compiled function it is timed interleaved with (one call of each in
 # turn), so a ratio between them sees the same machine load even on a shared machine.
 PAIRS = {"env": "physics", "policy": "physics", "train": "policy", "sweep": "train"}
+# Rows that run once per physics backend; the others use the first backend's environment.
+PER_BACKEND = ("physics", "env", "policy", "train")
 
 
 # ------------------------------------------------------------------------- pure helpers
@@ -109,6 +120,19 @@ def env_physics_ratio(env_steps_per_s: float, substeps: int, physics_steps_per_s
     return env_steps_per_s * substeps / physics_steps_per_s
 
 
+def time_split(batch: int, substeps: int, train_sps, policy_sps, env_sps, physics_sps) -> dict | None:
+    """Shares of one iteration's time: physics, the rest of the env step (reward, observation,
+    resets), policy inference (and storing the trajectory) and the update (GAE, TRPO, value
+    fit), from the steps/s of the physics, env, policy and train rows of one backend."""
+    if not all((train_sps, policy_sps, env_sps, physics_sps)):
+        return None
+    per_step = {"physics": substeps / physics_sps, "env": 1.0 / env_sps, "policy": 1.0 / policy_sps,
+                "train": 1.0 / train_sps}  # seconds per env step (batch cancels)
+    shares = {"physics": per_step["physics"], "env_other": per_step["env"] - per_step["physics"],
+              "policy": per_step["policy"] - per_step["env"], "update": per_step["train"] - per_step["policy"]}
+    return {k: round(v / per_step["train"], 3) for k, v in shares.items()}
+
+
 def update_fraction(train_steps_per_s: float, rollout_steps_per_s: float) -> float:
     """Fraction of an iteration outside its rollout: 1 - (rollout time / iteration time)."""
     return 1.0 - train_steps_per_s / rollout_steps_per_s
@@ -129,23 +153,32 @@ def initial_physics_states(clip, mj_model: mujoco.MjModel, batch: int, seed: int
 
 def add_ratios(rows: list[dict], substeps: int) -> list[dict]:
     """Cross-row numbers, per batch: env/policy vs physics, MJX vs native, update fraction, vs Brax."""
-    by = {(r["name"], r["batch"]): r for r in rows if r.get("steps_per_s")}
+    by = {(r["name"], r["batch"], r.get("physics")): r for r in rows if r.get("steps_per_s")}
     out = []
     for r in rows:
         r = dict(r)
 
-        def get(name):  # the interleaved measurement when this row has one, else the other row's
-            if r.get("paired_with") == name and r.get("pair_steps_per_s"):
+        def get(name, physics=r.get("physics")):  # interleaved when this row has one, else the other row's
+            if r.get("paired_with") == name and r.get("pair_steps_per_s") and physics == r.get("physics"):
                 return r["pair_steps_per_s"]
-            return by.get((name, r["batch"]), {}).get("steps_per_s")
+            row = by.get((name, r["batch"], physics)) or by.get((name, r["batch"], "mjx")) or by.get(
+                (name, r["batch"], None))
+            return (row or {}).get("steps_per_s")
+
+        mjx_row = by.get((r["name"], r["batch"], "mjx"))
+        if r.get("physics") == "native" and r.get("steps_per_s") and mjx_row:
+            r["native_over_mjx"] = r["steps_per_s"] / mjx_row["steps_per_s"]
+        if r["name"] == "train" and r.get("steps_per_s"):
+            r["time_split"] = time_split(r["batch"], substeps, r["steps_per_s"], get("policy"), get("env"),
+                                         get("physics"))
 
         sps = r.get("steps_per_s")
         when = " (interleaved)" if r.get("paired_with") else " (separate runs)"
         if r["name"] in ("env", "policy") and sps and get("physics"):
             r["ratio"] = env_physics_ratio(sps, substeps, get("physics"))
             r["ratio_of"] = f"{r['name']} steps/s x {substeps} substeps / physics steps/s" + when
-        elif r["name"] == "native" and sps and get("physics"):
-            r["ratio"] = get("physics") / sps
+        elif r["name"] == "native" and sps and get("physics", "mjx"):
+            r["ratio"] = get("physics", "mjx") / sps
             r["ratio_of"] = "MJX physics steps/s / native MuJoCo physics steps/s (separate runs)"
         elif r["name"] == "train" and sps:
             r["update_fraction"] = update_fraction(sps, get("policy")) if get("policy") else None
@@ -176,16 +209,22 @@ def format_report(report: dict) -> str:
              "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
              f"model: {report['settings']['model_summary']}",
              f"XLA_FLAGS: {report.get('xla_flags') or '(none)'}", ""]
-    header = (f"{'row':<8} {'batch':>6} {'steps/s':>9} {'unit':<16} {'compile s':>9} {'peak mem':>9} "
-              f"{'program':>9}  notes")
+    header = (f"{'row':<8} {'physics':<7} {'batch':>6} {'steps/s':>9} {'unit':<16} {'compile s':>9} "
+              f"{'peak mem':>9} {'program':>9}  notes")
     lines += [header, "-" * len(header)]
     for r in report["rows"]:
         compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
         notes = r.get("skipped") or r.get("notes", "")
-        lines.append(f"{r['name']:<8} {r['batch']:>6} {_si(r['steps_per_s']):>9} {r['unit']:<16} {compile_s:>9} "
-                     f"{_si(r['peak_mem_bytes']):>9} {_si(r.get('program_bytes')):>9}  {notes}")
+        lines.append(f"{r['name']:<8} {r.get('physics') or '-':<7} {r['batch']:>6} {_si(r['steps_per_s']):>9} "
+                     f"{r['unit']:<16} {compile_s:>9} {_si(r['peak_mem_bytes']):>9} {_si(r.get('program_bytes')):>9}  "
+                     f"{notes}")
     lines.append("")
     for r in report["rows"]:
+        if r.get("native_over_mjx") is not None:
+            lines.append(f"{r['name']} (batch {r['batch']}): native / mjx steps/s = {r['native_over_mjx']:.3g}")
+        if r.get("time_split"):
+            split = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["time_split"].items())
+            lines.append(f"train (batch {r['batch']}, {r['physics']}): iteration time: {split}")
         if r.get("ratio") is not None:
             lines.append(f"{r['name']} (batch {r['batch']}): {r['ratio_of']} = {r['ratio']:.3g}")
         if r.get("update_fraction") is not None:
@@ -252,14 +291,19 @@ def _program_bytes(compiled) -> int | None:
 class Bench:
     """What every row shares: the env, the default training config, chunking, progress."""
 
-    env: env_lib.ImitationEnv
+    envs: dict  # physics backend -> env_lib.ImitationEnv
     train_config: Any  # train.TrainConfig
     steps: int
     progress: Callable[[str], Any]
     profile_dir: str | None = None  # --profile: one extra call of each row under jax.profiler
     _setup: dict = dataclasses.field(default_factory=dict)
     setup_log: list = dataclasses.field(default_factory=list)
-    kept: dict = dataclasses.field(default_factory=dict)  # (row, batch) -> _Timed, for PAIRS
+    kept: dict = dataclasses.field(default_factory=dict)  # (row, batch, physics) -> _Timed, for PAIRS
+    physics: str = ""  # the backend the per-backend rows run on now
+
+    @property
+    def env(self) -> env_lib.ImitationEnv:
+        return self.envs[self.physics or next(iter(self.envs))]
 
     @property
     def horizon(self) -> int:
@@ -272,11 +316,12 @@ class Bench:
     def config_for(self, batch: int):
         from mimic_mjx import train
 
-        return train.resolve_defaults(self.train_config.replace(num_envs=batch))
+        config = self.train_config.replace(num_envs=batch)
+        return train.resolve_defaults(config.replace(env=config.env.replace(physics=self.env.physics.backend)))
 
     def setup(self, batch: int):
         """`train.init` state for `batch` envs, compiled and run once per batch."""
-        if batch not in self._setup:
+        if (batch, self.env.physics.backend) not in self._setup:
             from mimic_mjx import train
 
             config = self.config_for(batch)
@@ -286,15 +331,16 @@ class Bench:
             compiled = jax.jit(lambda key: train.init(self.env, config, key, reward_config)).lower(
                 jax.random.PRNGKey(0)).compile()
             compile_s = time.perf_counter() - start
-            self._setup[batch] = jax.block_until_ready(compiled(jax.random.PRNGKey(0)))
-            self.setup_log.append({"batch": batch, "what": "train.init (reset_batch + network init)",
-                                   "compile_s": round(compile_s, 2)})
-        return self._setup[batch]
+            self._setup[batch, self.env.physics.backend] = jax.block_until_ready(compiled(jax.random.PRNGKey(0)))
+            self.setup_log.append({"batch": batch, "physics": self.env.physics.backend,
+                                   "what": "train.init (reset_batch + network init)", "compile_s": round(compile_s, 2)})
+        return self._setup[batch, self.env.physics.backend]
 
     def time_row(self, name: str, batch: int, fn, carry, steps_per_call: int) -> dict:
         """Compile `fn: carry -> (carry, out)`, run it once, then time `self.chunks` chained calls,
         each preceded by one call of the PAIRS row's function when that row ran at this batch."""
-        tag = f"[bench] batch {batch}: {name}:"
+        backend = self.env.physics.backend
+        tag = f"[bench] batch {batch}: {name} ({backend}):"
         self.progress(f"{tag} compiling ...")
         start = time.perf_counter()
         compiled = jax.jit(fn).lower(carry).compile()
@@ -303,7 +349,7 @@ class Bench:
         own = _Timed(compiled, carry, steps_per_call * batch)
         own.call()
         own.seconds, own.calls = 0.0, 0
-        pair = self.kept.get((PAIRS.get(name), batch))
+        pair = self.kept.get((PAIRS.get(name), batch, backend))
         if pair is not None:
             pair.seconds, pair.calls = 0.0, 0
         for _ in range(self.chunks):
@@ -311,19 +357,19 @@ class Bench:
                 pair.call()
             own.call()
         if name in PAIRS.values():
-            self.kept[name, batch] = own
+            self.kept[name, batch, backend] = own
         total = steps_per_call * batch * self.chunks
         self.progress(f"{tag} {total / own.seconds:,.0f} {UNITS.get(name, 'env steps/s')} "
                       f"({total:,} steps in {own.seconds:.2f} s)")
         if self.profile_dir:  # a traced call is slower: outside the timing, carry not advanced
-            trace = os.path.join(self.profile_dir, f"{name}-{batch}")
+            trace = os.path.join(self.profile_dir, f"{name}-{backend}-{batch}")
             with jax.profiler.trace(trace):
                 jax.block_until_ready(compiled(own.carry))
             self.progress(f"{tag} profile of one call in {trace}")
         extra = {}
         if pair is not None:
             extra = {"paired_with": PAIRS[name], "pair_steps_per_s": round(pair.steps_per_s, 1)}
-        return _row(name, batch, total / own.seconds, compile_s, own.seconds, total,
+        return _row(name, batch, total / own.seconds, compile_s, own.seconds, total, physics=backend,
                     peak_mem_bytes=_peak_device_bytes(), program_bytes=_program_bytes(compiled), **extra)
 
 
@@ -362,12 +408,12 @@ def _skipped(name: str, batch: int, reason: str) -> dict:
     return _row(name, batch, None, None, None, 0, skipped=reason)
 
 
-def physics_chunk(mjx_model, length: int):
-    """`data [B] -> (data [B], None)`: `length` batched `mjx.step`s in one `lax.scan`."""
-    step = jax.vmap(env_lib.mjx.step, in_axes=(None, 0))
+def physics_chunk(physics: physics_lib.Physics, length: int):
+    """`data [B] -> (data [B], None)`: `length` batched control steps (`Physics.step`) in one `lax.scan`."""
+    step = jax.vmap(physics.step)
 
     def run(data):
-        data, _ = jax.lax.scan(lambda d, _: (step(mjx_model, d), None), data, None, length=length)
+        data, _ = jax.lax.scan(lambda d, _: (step(d)[0], None), data, None, length=length)
         return data, None
 
     return run
@@ -392,13 +438,12 @@ def env_chunk(env: env_lib.ImitationEnv, length: int):
 def run_physics(bench: Bench, batch: int) -> dict:
     env = bench.env
     qpos, qvel, ctrl = initial_physics_states(env.clip, env.mj_model, batch)
-    data0 = env_lib.mjx.make_data(env.mjx_model)
-    data = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch,) + x.shape), data0)
-    data = data.replace(qpos=jnp.asarray(qpos, jnp.float32), qvel=jnp.asarray(qvel, jnp.float32),
-                        ctrl=jnp.asarray(ctrl, jnp.float32))
-    length = bench.horizon * env.substeps
-    row = bench.time_row("physics", batch, physics_chunk(env.mjx_model, length), data, length)
-    row["notes"] = f"vmap(mjx.step) in lax.scan({length}); PD holding mocap poses"
+    data = jax.vmap(env.physics.put)(jnp.asarray(qpos, jnp.float32), jnp.asarray(qvel, jnp.float32),
+                                     jnp.asarray(ctrl, jnp.float32))
+    length = bench.horizon
+    row = bench.time_row("physics", batch, physics_chunk(env.physics, length), data, length * env.substeps)
+    how = "vmap(mjx.step)" if env.physics.backend == "mjx" else "pure_callback(mujoco.rollout)"
+    row["notes"] = f"{how} in lax.scan({length} control steps x {env.substeps}); PD holding mocap poses"
     return row
 
 
@@ -554,12 +599,12 @@ def run_brax(bench: Bench, batch: int) -> dict:
 # ------------------------------------------------------------------------- the report
 
 
-def _build(steps: int, progress, profile_dir: str | None = None) -> Bench:
+def _build(steps: int, progress, profile_dir: str | None = None, physics=("mjx",)) -> Bench:
     from mimic_mjx import train
 
     config = train.TrainConfig()
-    env, _ = train.build_env(config)
-    return Bench(env=env, train_config=config, steps=steps, progress=progress, profile_dir=profile_dir)
+    envs = {p: train.build_env(config.replace(env=config.env.replace(physics=p)))[0] for p in physics}
+    return Bench(envs=envs, train_config=config, steps=steps, progress=progress, profile_dir=profile_dir)
 
 
 def _settings(bench: Bench) -> dict:
@@ -594,13 +639,18 @@ def _notes(backend: str) -> list[str]:
 
 
 def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = lambda msg: None,
-                  command: str = "", profile_dir: str | None = None) -> dict:
-    """Run `rows` at each batch size; the JSON report (see BENCHMARKS.md for the keys)."""
+                  command: str = "", profile_dir: str | None = None, physics=("mjx",)) -> dict:
+    """Run `rows` at each batch size, the PER_BACKEND rows once per `physics` backend; the
+    JSON report (see BENCHMARKS.md for the keys)."""
     load_start = os.getloadavg()
-    bench = _build(steps, progress, profile_dir)
+    bench = _build(steps, progress, profile_dir, physics)
     results = []
     for batch in batches:
-        results += [run_row(bench, name, batch) for name in rows]
+        for backend in physics:
+            bench.physics = backend
+            results += [run_row(bench, name, batch) for name in rows if name in PER_BACKEND]
+        bench.physics = physics[0]
+        results += [run_row(bench, name, batch) for name in rows if name not in PER_BACKEND]
         bench.kept.clear()  # free the kept states before the next (bigger) batch
         bench._setup.clear()
     backend = jax.default_backend()
@@ -635,10 +685,21 @@ def add_arguments(parser) -> None:
                              f"chunks (default {DEFAULT_STEPS}; physics rows: the same simulated time)")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), metavar="R1,R2",
                         help=f"rows to run, of {','.join(ROWS)} (default: {','.join(DEFAULT_ROWS)})")
+    parser.add_argument("--physics", default=None, metavar="P1,P2",
+                        help="physics backends of the physics, env, policy and train rows, of mjx,native "
+                             "(default: mjx,native on CPU, mjx on an accelerator)")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="also record one call of each row with jax.profiler into DIR/<row>-<batch> "
                              "(open with TensorBoard's profile plugin or Perfetto)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def parse_physics(text: str) -> tuple[str, ...]:
+    """`"mjx,native"` -> ("mjx", "native"); MimicError for anything else."""
+    names = tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+    if not names or any(n not in ("mjx", "native") for n in names):
+        raise MimicError(f"--physics {text!r}: expected mjx, native or mjx,native")
+    return names
 
 
 def parse_steps(text: str) -> int:
@@ -662,9 +723,12 @@ def run_cli(args) -> int:
             raise MimicError(f"--profile {args.profile!r}: cannot create the folder ({e.strerror})") from None
     batches = parse_batches(args.batch) if args.batch is not None else (
         CPU_BATCHES if jax.default_backend() == "cpu" else GPU_BATCHES)
+    physics = parse_physics(args.physics) if getattr(args, "physics", None) else (
+        ("mjx", "native") if jax.default_backend() == "cpu" else ("mjx",))
     command = (f"mimic-mjx bench --batch {','.join(map(str, batches))} --steps {steps} --rows {','.join(rows)}"
+               f" --physics {','.join(physics)}"
                + (f" --profile {args.profile}" if args.profile else "") + (" --json" if args.json else ""))
     report = run_benchmark(batches, rows, steps, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-                           command=command, profile_dir=args.profile)
+                           command=command, profile_dir=args.profile, physics=physics)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

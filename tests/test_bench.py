@@ -46,6 +46,7 @@ def test_parse_batches_and_rows():
         (["--steps", "0"], "--steps '0': must be >= 1"),
         (["--steps", "x"], "--steps 'x': expected a positive integer"),
         (["--profile", "/dev/null/prof"], "--profile '/dev/null/prof': cannot create the folder (Not a directory)"),
+        (["--physics", "warp"], "--physics 'warp': expected mjx, native or mjx,native"),
     ],
 )
 @pytest.mark.timeout(60)
@@ -80,8 +81,29 @@ def test_env_physics_ratio_and_update_fraction_by_hand():
     assert bench.update_fraction(800.0, 1000.0) == pytest.approx(0.2)
 
 
-def _row(name, batch, sps):
-    return {"name": name, "batch": batch, "steps_per_s": sps}
+def _row(name, batch, sps, physics=None):
+    return {"name": name, "batch": batch, "steps_per_s": sps, "physics": physics}
+
+
+def test_time_split_by_hand():
+    # Per env step: physics 5 substeps / 10000 = 0.5 ms, env 1 ms, rollout 2 ms, iteration 4 ms.
+    split = bench.time_split(8, 5, train_sps=250.0, policy_sps=500.0, env_sps=1000.0, physics_sps=10000.0)
+    assert split == {"physics": 0.125, "env_other": 0.125, "policy": 0.25, "update": 0.5}
+    assert bench.time_split(8, 5, 250.0, None, 1000.0, 10000.0) is None
+
+
+def test_add_ratios_compares_backends_at_the_same_batch():
+    rows = [_row(n, 8, sps, "mjx") for n, sps in (("physics", 4000.0), ("env", 500.0), ("policy", 400.0),
+                                                     ("train", 200.0))]
+    rows += [_row(n, 8, sps, "native") for n, sps in (("physics", 40000.0), ("env", 5000.0), ("policy", 4000.0),
+                                                         ("train", 2000.0))]
+    out = {(r["name"], r["physics"]): r for r in bench.add_ratios(rows, substeps=5)}
+    assert out["train", "native"]["native_over_mjx"] == pytest.approx(10.0)  # 2000 / 200
+    assert "native_over_mjx" not in out["train", "mjx"]
+    # Each backend's split from its own rows: native physics 5/40000 of 1/2000 s = 25%.
+    assert out["train", "native"]["time_split"]["physics"] == pytest.approx(0.25)
+    assert out["train", "mjx"]["time_split"]["physics"] == pytest.approx(0.25)  # 5/4000 of 1/200
+    assert out["env", "native"]["ratio"] == pytest.approx(5000 * 5 / 40000)
 
 
 def test_add_ratios_pairs_rows_of_the_same_batch():
@@ -157,14 +179,18 @@ def test_initial_physics_states_hold_mocap_poses_above_the_floor():
 @pytest.mark.timeout(900)
 def test_json_shape_on_a_tiny_run(capsys, tmp_path):
     # One compile (the physics row); native MuJoCo needs none. --steps 1 -> one 32-step chunk.
-    args = _args("--batch", "2", "--rows", "physics,native", "--steps", "1", "--json", "--profile", str(tmp_path))
+    args = _args("--batch", "2", "--rows", "physics,native", "--steps", "1", "--json", "--profile", str(tmp_path),
+                 "--physics", "mjx,native")
     assert bench.run_cli(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert isinstance(report["device"], str) and report["device"]
     assert {"versions", "settings", "loadavg", "notes", "command"} <= set(report)
     assert report["settings"]["substeps"] == 5 and report["settings"]["control_steps_per_row"] == 32
-    assert [(r["name"], r["batch"]) for r in report["rows"]] == [("physics", 2), ("native", 2)]
-    physics, native = report["rows"]
+    assert [(r["name"], r["batch"], r.get("physics")) for r in report["rows"]] == [
+        ("physics", 2, "mjx"), ("physics", 2, "native"), ("native", 2, None)]
+    physics, physics_native, native = report["rows"]
+    assert physics_native["native_over_mjx"] == pytest.approx(
+        physics_native["steps_per_s"] / physics["steps_per_s"], rel=1e-6)
     for row in report["rows"]:
         assert {"name", "batch", "steps_per_s", "compile_s", "peak_mem_bytes", "unit"} <= set(row)
         assert row["steps_per_s"] > 0 and row["unit"] == "physics steps/s"
@@ -176,7 +202,8 @@ def test_json_shape_on_a_tiny_run(capsys, tmp_path):
         assert physics["peak_mem_bytes"] is None
     assert native["ratio"] == pytest.approx(physics["steps_per_s"] / native["steps_per_s"], rel=1e-6)
     # --profile: a jax.profiler trace of one physics call (native has no JAX program to trace).
-    assert list((tmp_path / "physics-2").rglob("*.xplane.pb"))
+    assert list((tmp_path / "physics-mjx-2").rglob("*.xplane.pb"))
+    assert list((tmp_path / "physics-native-2").rglob("*.xplane.pb"))
     assert not (tmp_path / "native-2").exists()
 
 
