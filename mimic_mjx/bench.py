@@ -599,10 +599,10 @@ def run_brax(bench: Bench, batch: int) -> dict:
 # ------------------------------------------------------------------------- the report
 
 
-def _build(steps: int, progress, profile_dir: str | None = None, physics=("mjx",)) -> Bench:
+def _build(steps: int, progress, profile_dir: str | None = None, physics=("mjx",), config=None) -> Bench:
     from mimic_mjx import train
 
-    config = train.TrainConfig()
+    config = train.TrainConfig() if config is None else config
     envs = {p: train.build_env(config.replace(env=config.env.replace(physics=p)))[0] for p in physics}
     return Bench(envs=envs, train_config=config, steps=steps, progress=progress, profile_dir=profile_dir)
 
@@ -639,11 +639,11 @@ def _notes(backend: str) -> list[str]:
 
 
 def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = lambda msg: None,
-                  command: str = "", profile_dir: str | None = None, physics=("mjx",)) -> dict:
+                  command: str = "", profile_dir: str | None = None, physics=("mjx",), config=None) -> dict:
     """Run `rows` at each batch size, the PER_BACKEND rows once per `physics` backend; the
     JSON report (see BENCHMARKS.md for the keys)."""
     load_start = os.getloadavg()
-    bench = _build(steps, progress, profile_dir, physics)
+    bench = _build(steps, progress, profile_dir, physics, config)
     results = []
     for batch in batches:
         for backend in physics:
@@ -685,6 +685,9 @@ def add_arguments(parser) -> None:
                              f"chunks (default {DEFAULT_STEPS}; physics rows: the same simulated time)")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), metavar="R1,R2",
                         help=f"rows to run, of {','.join(ROWS)} (default: {','.join(DEFAULT_ROWS)})")
+    parser.add_argument("--config", default=None, metavar="PRESET",
+                        help="training preset or YAML whose networks, horizon, reward and env the rows use "
+                             "(default: TrainConfig's defaults, the GPU walk preset); --batch still sets the batch")
     parser.add_argument("--physics", default=None, metavar="P1,P2",
                         help="physics backends of the physics, env, policy and train rows, of mjx,native "
                              "(default: mjx,native on CPU, mjx on an accelerator)")
@@ -716,6 +719,11 @@ def run_cli(args) -> int:
     """Run `mimic-mjx bench` from parsed `args`; bad flags raise MimicError (one line)."""
     rows = parse_rows(args.rows)
     steps = parse_steps(args.steps)
+    config = None
+    if getattr(args, "config", None):
+        from mimic_mjx import train
+
+        config = train.load_train_config(args.config, [])
     if args.profile:
         try:
             os.makedirs(args.profile, exist_ok=True)
@@ -726,9 +734,9 @@ def run_cli(args) -> int:
     physics = parse_physics(args.physics) if getattr(args, "physics", None) else (
         ("mjx", "native") if jax.default_backend() == "cpu" else ("mjx",))
     command = (f"mimic-mjx bench --batch {','.join(map(str, batches))} --steps {steps} --rows {','.join(rows)}"
-               f" --physics {','.join(physics)}"
+               f" --physics {','.join(physics)}" + (f" --config {args.config}" if config is not None else "")
                + (f" --profile {args.profile}" if args.profile else "") + (" --json" if args.json else ""))
     report = run_benchmark(batches, rows, steps, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-                           command=command, profile_dir=args.profile, physics=physics)
+                           command=command, profile_dir=args.profile, physics=physics, config=config)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
