@@ -1,8 +1,9 @@
 """`mimic-mjx plot`: learning curves of one or more run directories, as one PNG.
 
 Reads each run's `metrics.jsonl` (one JSON object per iteration, written by `train.py`) and
-draws a grid of panels: per-step reward, episode length, evaluation normalised return (from
-the lines that carry `eval/normalized_return`) and each reward term (`reward/<term>`). The
+its `eval.jsonl` when there is one (the trainer's periodic evaluations) and draws a grid of
+panels: per-step reward, episode length, evaluation normalised return (from the lines that
+carry `eval/normalized_return`) and each reward term (`reward/<term>`). The
 panels appear twice: against env steps (top block) and against wall-clock minutes (bottom
 block). Several runs overlay, labelled by their directory's name.
 
@@ -26,7 +27,7 @@ FIXED_PANELS = (
     ("training/episode_length", "episode length (steps)"),
     (EVAL_KEY, "eval normalised return"),
 )
-NO_EVAL_TEXT = "no evaluation in metrics.jsonl"
+NO_EVAL_TEXT = "no evaluation (eval.jsonl)"
 # DeepMimic's terms in the paper's order (Peng et al. 2018, Eq. 4); other terms follow them.
 TERM_ORDER = ("reward/pose", "reward/velocity", "reward/end_effector", "reward/root", "reward/com")
 COLUMNS = 4  # panels per row in each block
@@ -60,6 +61,13 @@ def read_metrics(run: str | pathlib.Path) -> list[dict]:
     if not rows:
         raise MimicError(f"{path}: no metrics (the file is empty)")
     return rows
+
+
+def read_evaluations(run: str | pathlib.Path) -> list[dict]:
+    """The lines of `run/eval.jsonl` (the trainer's periodic evaluations, `eval_every`), if any."""
+    path = pathlib.Path(run)
+    path = (path.parent if path.name.endswith(".jsonl") else path) / "eval.jsonl"
+    return read_metrics(path) if path.exists() and path.read_text().strip() else []
 
 
 def run_label(run: str | pathlib.Path) -> str:
@@ -103,7 +111,7 @@ def plot_runs(runs: list[str | pathlib.Path], out: str | pathlib.Path,
     """Draw the curves of `runs` into the PNG `out`; returns (path, (width, height) in pixels)."""
     if not runs:
         raise MimicError("plot: give at least one run directory")
-    data = [(run_label(r), read_metrics(r)) for r in runs]
+    data = [(run_label(r), read_metrics(r) + read_evaluations(r)) for r in runs]
     out = pathlib.Path(out)
     try:
         import matplotlib

@@ -47,48 +47,9 @@ class NetworkConfig:
     """Policy and value network shapes (static: they fix parameter shapes)."""
 
     # DeepMimic's actor and critic are both fc_2layers_1024units (Peng et al. 2018, Sec. 7).
-    policy_hidden: tuple[int, ...] = cfglib.field((1024, 512), "policy MLP hidden widths", static=True)
-    value_hidden: tuple[int, ...] = cfglib.field((1024, 512), "value MLP hidden widths", static=True)
+    policy_hidden: tuple[int, ...] = cfglib.field((1024, 512), "policy MLP hidden widths", static=True, ge=1)
+    value_hidden: tuple[int, ...] = cfglib.field((1024, 512), "value MLP hidden widths", static=True, ge=1)
     init_log_std: float = cfglib.field(-1.0, "initial log std of the Gaussian policy (action units)", static=True)
-
-
-@flax.struct.dataclass
-class RewardSpec:
-    """A reward preset plus optional per-field overrides (null keeps the preset's value).
-
-    Resolved on the host by `resolve()`; the resulting `RewardConfig` travels in the env
-    state. Fields mirror `reward.RewardConfig` one for one (a test checks they stay in sync).
-    """
-
-    preset: str = cfglib.field("deepmimic_paper", f"reward preset: {', '.join(reward_lib.PRESETS)}", static=True)
-    pose_weight: float | None = cfglib.field(None, "override reward pose_weight", static=True)
-    pose_scale: float | None = cfglib.field(None, "override reward pose_scale", static=True)
-    velocity_weight: float | None = cfglib.field(None, "override reward velocity_weight", static=True)
-    velocity_scale: float | None = cfglib.field(None, "override reward velocity_scale", static=True)
-    end_effector_weight: float | None = cfglib.field(None, "override reward end_effector_weight", static=True)
-    end_effector_scale: float | None = cfglib.field(None, "override reward end_effector_scale", static=True)
-    root_weight: float | None = cfglib.field(None, "override reward root_weight", static=True)
-    root_scale: float | None = cfglib.field(None, "override reward root_scale", static=True)
-    com_weight: float | None = cfglib.field(None, "override reward com_weight", static=True)
-    com_scale: float | None = cfglib.field(None, "override reward com_scale", static=True)
-    joint_abs_weight: float | None = cfglib.field(None, "override reward joint_abs_weight", static=True)
-    joint_abs_scale: float | None = cfglib.field(None, "override reward joint_abs_scale", static=True)
-    form: float | None = cfglib.field(None, "override reward form (0 exp, 1 linear, 2 quadratic)", static=True)
-    joint_weighting: float | None = cfglib.field(None, "override reward joint_weighting (0 paper, 1 code)", static=True)
-    com_source: float | None = cfglib.field(None, "override reward com_source (0 position, 1 velocity)", static=True)
-    normalize_per_joint: float | None = cfglib.field(None, "override reward normalize_per_joint (0/1)", static=True)
-    output_scale: float | None = cfglib.field(None, "override reward output_scale", static=True)
-    alive_bonus: float | None = cfglib.field(None, "override reward alive_bonus", static=True)
-    action_penalty: float | None = cfglib.field(None, "override reward action_penalty", static=True)
-
-    def overrides(self) -> dict[str, float]:
-        """The fields set (not null), as `reward.with_overrides` takes them."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "preset" and getattr(self, f.name) is not None}
-
-    def resolve(self) -> reward_lib.RewardConfig:
-        """The preset with the overrides applied; MimicError for a bad preset or value."""
-        return reward_lib.with_overrides(reward_lib.preset(self.preset), self.overrides())
 
 
 # GPU: DeepMimic-scale batches (4096 x 32 = 131k samples per update), not measured here
@@ -96,6 +57,7 @@ class RewardSpec:
 # (measured with cpu_tiny.yaml), so 16 keeps an iteration near a second.
 GPU_NUM_ENVS = 4096
 CPU_NUM_ENVS = 16
+DEFAULT_REWARD = "deepmimic_paper"
 
 
 @flax.struct.dataclass
@@ -103,40 +65,46 @@ class TrainConfig:
     """Everything a training run needs; `config.yaml` in the run directory is this, resolved."""
 
     env: env_lib.EnvConfig = cfglib.field(env_lib.EnvConfig(), "environment")
-    reward: RewardSpec = cfglib.field(RewardSpec(), "reward preset and overrides")
+    # The section is the RewardConfig itself; `reward: {preset: NAME, FIELD: VALUE}` in YAML
+    # (config.py, "preset sections"). Saved configs hold every resolved number.
+    reward: reward_lib.RewardConfig = cfglib.field(
+        reward_lib.preset(DEFAULT_REWARD), "reward: a preset plus overrides of its fields")
     trpo: trpo_lib.TrpoConfig = cfglib.field(trpo_lib.TrpoConfig(), "TRPO, GAE and value-fit hyper-parameters")
     network: NetworkConfig = cfglib.field(NetworkConfig(), "policy and value networks")
     num_envs: int | None = cfglib.field(
-        None, f"parallel environments; null: {GPU_NUM_ENVS} on a GPU, {CPU_NUM_ENVS} on CPU", static=True)
+        None, f"parallel environments; null: {GPU_NUM_ENVS} on a GPU, {CPU_NUM_ENVS} on CPU", static=True, ge=1)
     # 32 steps ≈ 1 s at 30 Hz; with 4096 envs that is 131k samples per update.
-    horizon: int = cfglib.field(32, "steps per environment per iteration (rollout length)", static=True)
-    iterations: int = cfglib.field(1000, "training iterations (TRPO updates)", static=True)
-    seed: int = cfglib.field(0, "random seed (networks, env resets, sampling)", static=True)
+    horizon: int = cfglib.field(32, "steps per environment per iteration (rollout length)", static=True, ge=1)
+    iterations: int = cfglib.field(1000, "training iterations (TRPO updates)", static=True, ge=1)
+    seed: int = cfglib.field(0, "random seed (networks, env resets, sampling)", static=True, ge=0)
     checkpoint_every: int = cfglib.field(
-        50, "save a checkpoint every this many iterations (and at the end)", static=True)
-    keep_checkpoints: int = cfglib.field(3, "newest checkpoints kept in the run directory", static=True)
+        50, "save a checkpoint every this many iterations (and at the end)", static=True, ge=1)
+    keep_checkpoints: int = cfglib.field(3, "newest checkpoints kept in the run directory", static=True, ge=1)
+    eval_every: int = cfglib.field(
+        0, "score the deterministic policy (mimic-mjx eval's yardstick) into eval.jsonl every this many "
+        "iterations (and at the end); 0: never", static=True, ge=0)
+    # RSI off and mean actions: every episode starts at t = 0 the same way, so one is enough.
+    eval_episodes: int = cfglib.field(1, "episodes per periodic evaluation", static=True, ge=1)
     time_limit_minutes: float | None = cfglib.field(
         None, "stop (with a checkpoint) once this much wall clock has passed since the command started, "
-        "compile included; null: no limit. --resume continues a stopped run", static=True)
+        "compile included; null: no limit. --resume continues a stopped run", static=True, gt=0)
 
 
 def resolve_defaults(config: TrainConfig, backend: str | None = None) -> TrainConfig:
     """Fill host-dependent defaults (`num_envs: null` -> GPU or CPU batch) and validate.
 
     Done on the host, not in the dataclass defaults, so one YAML preset fits both machines;
-    the run directory's `config.yaml` keeps the resolved numbers.
+    the run directory's `config.yaml` keeps the resolved numbers. Checks every declared
+    range (a config built in code skips the loader's checks) and the batch-size relations.
     """
     backend = jax.default_backend() if backend is None else backend
     if config.num_envs is None:
         config = config.replace(num_envs=GPU_NUM_ENVS if backend == "gpu" else CPU_NUM_ENVS)
-    for name in ("num_envs", "horizon", "iterations", "checkpoint_every", "keep_checkpoints"):
-        if getattr(config, name) < 1:
-            raise MimicError(f"{name} must be >= 1, got {getattr(config, name)}")
+    cfglib.validate(config)
     samples = config.num_envs * config.horizon
     if config.trpo.value_minibatches > samples:
         raise MimicError(f"trpo.value_minibatches ({config.trpo.value_minibatches}) exceeds the batch "
                          f"num_envs * horizon = {samples}")
-    config.reward.resolve()  # raises on a bad preset or override
     return config
 
 
@@ -234,7 +202,7 @@ def with_config_leaves(state: TrainState, config: TrainConfig, reward_config: re
 
 def abstract_state(env: env_lib.ImitationEnv, config: TrainConfig) -> TrainState:
     """Shapes and dtypes of `init`'s state (no compute): the template a checkpoint restores into."""
-    reward_config = config.reward.resolve()
+    reward_config = config.reward
     return jax.eval_shape(lambda key: init(env, config, key, reward_config), jax.random.PRNGKey(0))
 
 
@@ -402,9 +370,9 @@ class Health:
     rejected_streak: int = 0
 
 
-# Below this fraction of its maximum the reward gives TRPO nothing to climb: the original
-# port's exp(-Σ|Δq|) sat near exp(-145) (see reward.py `original_port`).
-VANISHING_REWARD_FRACTION = 1e-3
+# Below this fraction of its maximum the reward gives TRPO nothing to climb; the same
+# threshold as diagnose's warning (reward.VANISHING_FRACTION says why 1e-2).
+VANISHING_REWARD_FRACTION = reward_lib.VANISHING_FRACTION
 # Raw advantages this flat mean every sample scored the same (trpo.py floors std at 1e-8).
 FLAT_ADVANTAGE_STD = 1e-6
 # One rejected line search happens; several in a row means the policy has stopped moving.
@@ -484,7 +452,7 @@ def _trim_metrics(path: pathlib.Path, last_iteration: int) -> float:
 
 
 def build_env(config: TrainConfig) -> tuple[env_lib.ImitationEnv, reward_lib.RewardConfig]:
-    reward_config = config.reward.resolve()
+    reward_config = reward_lib.validate(config.reward)
     return env_lib.ImitationEnv(config.env, reward_config=reward_config), reward_config
 
 
@@ -501,6 +469,30 @@ def compile_fresh(fn: Callable, *args) -> Callable:
     return jax.jit(fn).lower(*args).compile()
 
 
+def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -> Callable:
+    """`(state, metrics) -> None`: score the policy with `mimic-mjx eval`'s yardstick (RSI off,
+    mean actions, the paper reward) and append one line to `run_dir/eval.jsonl`."""
+    from mimic_mjx import evaluate as eval_lib  # evaluate imports this module
+
+    env = eval_lib.eval_env(config)
+    score = jax.jit(eval_lib.make_evaluation(env, config, config.eval_episodes))
+    full = eval_lib.full_episode_steps(env)
+
+    def run(state: TrainState, metrics: dict) -> None:
+        reward_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
+        result = jax.device_get(score(state.policy_params, state.normalizer, reward_config, jax.random.PRNGKey(0)))
+        line = {"training/iteration": metrics["training/iteration"], "training/env_steps": metrics["training/env_steps"],
+                "charts/wall_time_s": metrics["charts/wall_time_s"],
+                **{f"eval/{k}": float(v) for k, v in result.items()}}
+        with (run_dir / "eval.jsonl").open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        progress(f"eval  {line['training/iteration']:>5}  normalized return {line['eval/normalized_return']:.3f}  "
+                 f"episode {line['eval/episode_length_mean']:.0f}/{full} steps  fall rate {line['eval/fall_rate']:.2f}  "
+                 f"root drift {line['eval/root_drift_m']:.2f} m")
+
+    return run
+
+
 def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False,
           progress: Callable[[str], Any] = print) -> TrainResult:
     """Train for `config.iterations` (total, counting resumed ones) and write the run directory.
@@ -511,7 +503,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     """
     config = resolve_defaults(config)
     command_start = time.perf_counter()
-    run_dir = pathlib.Path(out_dir)
+    run_dir = check_run_dir(out_dir, resume)
     metrics_path = run_dir / "metrics.jsonl"
     env, reward_config = build_env(config)
     if resume:
@@ -519,11 +511,13 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         state = with_config_leaves(state, config, reward_config)
         progress(f"resumed {run_dir} at iteration {step}")
         wall_offset = _trim_metrics(metrics_path, step)
+        _trim_metrics(run_dir / "eval.jsonl", step)
     else:
         if checkpoint.latest_step(run_dir) is not None:
             raise MimicError(f"{run_dir}: already holds a training run; pass --resume or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
+        (run_dir / "eval.jsonl").unlink(missing_ok=True)
         wall_offset = 0.0
         start = time.perf_counter()
         # Reward and TRPO leaves are arguments, not constants, so runs that differ only in
@@ -544,6 +538,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
 
     health, history = Health(), []
     done = int(state.iteration)
+    evaluate = _periodic_evaluation(config, run_dir, progress) if config.eval_every > 0 else None
     while done < config.iterations:
         t0 = time.perf_counter()
         state, metrics = step_fn(state)
@@ -566,6 +561,8 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
                        and time.perf_counter() - command_start >= 60.0 * config.time_limit_minutes)
         if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
             checkpoint.save(run_dir, done, state, keep=config.keep_checkpoints)
+        if evaluate is not None and (done % config.eval_every == 0 or done == config.iterations or out_of_time):
+            evaluate(state, metrics)
         if out_of_time and done < config.iterations:
             progress(f"time limit of {config.time_limit_minutes:g} minutes reached at iteration {done}; "
                      f"checkpoint saved (continue with --resume --out {run_dir})")
@@ -608,9 +605,34 @@ def find_config(name_or_path: str) -> pathlib.Path:
 def load_train_config(path: str | pathlib.Path | None, overrides: list[str]) -> TrainConfig:
     """TrainConfig from a YAML file (or preset name) and `--set` overrides; MimicError on mistakes."""
     path = find_config(str(path)) if path is not None else None
-    config = cfglib.load_config(TrainConfig, path, overrides)
-    config.reward.resolve()
-    return config
+    return cfglib.load_config(TrainConfig, path, overrides)
+
+
+def check_run_dir(run_dir: str | pathlib.Path, resume: bool, what: str = "training run") -> pathlib.Path:
+    """Refuse an output directory that cannot be used, before any environment is built:
+    a path that is (or lies under) a file, a run to resume that has no checkpoint, or a
+    fresh run into a directory that already holds one."""
+    run_dir = pathlib.Path(run_dir)
+    for path in (run_dir, *run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == run_dir else f"lies under {path}, which is a file"
+                raise MimicError(f"--out {run_dir}: {where}, not a directory; choose another --out")
+            break
+    has_checkpoint = checkpoint.latest_step(run_dir) is not None
+    if resume and not has_checkpoint:
+        raise MimicError(f"--out {run_dir}: no checkpoint to resume (start it without --resume)")
+    if not resume and has_checkpoint:
+        raise MimicError(f"--out {run_dir}: already holds a {what}; pass --resume or choose another --out")
+    return run_dir
+
+
+def check_clip(config: TrainConfig) -> None:
+    """Find and parse `env.motion` (a few milliseconds) so a bad clip is refused before the
+    environment is built; MimicError says where the lookup looked."""
+    from mimic_mjx import clipstore, motion
+
+    motion.parse_clip_file(clipstore.find_clip(config.env.motion))
 
 
 def enable_compile_cache() -> None:
@@ -650,10 +672,13 @@ def run_cli(args) -> int:
         else:
             path, why = default_config()
             print(f"config: {path} ({why}; choose another with --config)", flush=True)
-    config = load_train_config(path, overrides)
-    enable_compile_cache()
-    out = args.out or str(pathlib.Path("runs") / pathlib.Path(config.env.motion).stem)
     if args.resume and args.out is None:
         raise MimicError("--resume needs --out, the run directory to continue")
+    # Every input is checked here, before an environment is built or a program compiled.
+    config = resolve_defaults(load_train_config(path, overrides))
+    out = args.out or str(pathlib.Path("runs") / pathlib.Path(config.env.motion).stem)
+    check_run_dir(out, args.resume)
+    check_clip(config)
+    enable_compile_cache()
     train(config, out, resume=args.resume, progress=lambda line: print(line, flush=True))
     return 0

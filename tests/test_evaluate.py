@@ -62,7 +62,7 @@ def test_summarize_by_hand():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "run"
-    config = cfglib.load_config(train.TrainConfig, None, TINY + ["iterations=2"])
+    config = cfglib.load_config(train.TrainConfig, None, TINY + ["iterations=2", "eval_every=1", "eval_episodes=1"])
     train.train(config, out, progress=lambda _: None)
     return out
 
@@ -92,6 +92,27 @@ def test_eval_cli_json_keys_and_ranges(run_dir, capsys):
     assert m["fall_rate"] == 1.0 and m["normalized_return"] < 0.2
     # Deterministic policy, RSI off: both episodes are the same episode.
     assert m["episode_length_mean"] == int(m["episode_length_mean"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_training_evaluates_every_eval_every_iterations(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert [x["training/iteration"] for x in lines] == [1, 2]
+    assert [x["training/env_steps"] for x in lines] == [16 * 16, 2 * 16 * 16]  # TINY: 16 envs x 16 steps
+    assert all(0.0 <= x["eval/normalized_return"] <= 1.0 for x in lines)
+    # The same yardstick as `mimic-mjx eval` of the final checkpoint (RSI off, deterministic).
+    final = evaluate.evaluate(run_dir, episodes=1)
+    assert lines[-1]["eval/episode_length_mean"] == final["episode_length_mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_eval_with_rsi_starts_at_random_clip_times(run_dir):
+    m = evaluate.evaluate(run_dir, episodes=3, rsi=True)
+    assert m["rsi"] is True and m["episodes"] == 3
+    # Three random starts of an untrained policy: different episodes, not one repeated.
+    assert 1.0 <= m["episode_length_mean"] <= 600 and m["root_drift_m"] >= 0.0
 
 
 def test_eval_needs_a_run_directory(tmp_path):

@@ -233,3 +233,17 @@ def test_mjx_and_native_give_the_reference_policy_the_same_reward():
     diff = np.abs(rewards["native"] - rewards["mjx"]).max()
     assert rewards["native"].min() > 0.2  # nobody fell: the comparison is of tracking
     assert diff < 0.05, f"reward per step differs by {diff:.3f} (native {rewards['native'].mean():.3f})"
+
+
+@pytest.mark.slow
+def test_training_still_runs_on_mjx_on_a_cpu(tmp_path):
+    """`--set env.physics=mjx` on CPU: two iterations of the real iteration, finite metrics."""
+    from mimic_mjx import config as cfglib
+
+    config = cfglib.load_config(train_lib.TrainConfig, None, [
+        "env.physics=mjx", "num_envs=4", "horizon=8", "iterations=2", "network.policy_hidden=[16]",
+        "network.value_hidden=[16]", "trpo.value_minibatches=2"])
+    result = train_lib.train(config, tmp_path / "run", progress=lambda _: None)
+    assert len(result.history) == 2
+    assert all(np.isfinite(v) for m in result.history for v in m.values())
+    assert (tmp_path / "run" / "config.yaml").read_text().count("physics: mjx") == 1
