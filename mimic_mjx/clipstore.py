@@ -4,8 +4,10 @@ A name (`walk`, or `humanoid3d_walk`) resolves to `humanoid3d_<name>.txt`, searc
 1. each folder in `MIMIC_MJX_CLIPS` (os.pathsep-separated), first hit wins;
 2. the per-user cache: `$MIMIC_MJX_CACHE`, else `$XDG_CACHE_HOME/mimic_mjx/clips`, else
    `~/.cache/mimic_mjx/clips`;
-3. if the cache holds no clips yet, the clips are fetched into it once and looked up again.
-   `MIMIC_MJX_NO_FETCH=1` turns fetching off.
+3. if the name is one of DeepMimic's own 15 clips (`DEEPMIMIC_CLIPS`) and the cache holds no
+   clips yet, the clips are fetched into it once and looked up again; any other name fails
+   at once, naming the clips found and where it looked. `MIMIC_MJX_NO_FETCH=1` turns
+   fetching off.
 
 Fetching: the 15 DeepMimic clips ship byte-identical in `pybullet_data/data/motions/` of the
 `pybullet==3.2.7` wheel on PyPI (see shared/deepmimic/README.md), so pip downloads that wheel
@@ -24,6 +26,10 @@ import zipfile
 from mimic_mjx.errors import MimicError
 
 PREFIX = "humanoid3d_"
+# The humanoid3d clips DeepMimic ships (data/motions/, the same 15 files as pybullet_data's
+# motions/ folder): the only names a fetch can provide.
+DEEPMIMIC_CLIPS = ("backflip", "cartwheel", "crawl", "dance_a", "dance_b", "getup_facedown", "getup_faceup",
+                   "jump", "kick", "punch", "roll", "run", "spin", "spinkick", "walk")
 PYBULLET_VERSION = "3.2.7"
 WHEEL_MOTIONS = "pybullet_data/data/motions/"
 
@@ -61,17 +67,20 @@ def find_clip(name_or_path: str) -> pathlib.Path:
         return path
     if not given or os.sep in given or (os.altsep and os.altsep in given) or given.endswith(".txt"):
         raise MimicError(f"{given or repr(given)}: clip file not found")
-    file_name = f"{PREFIX}{clip_name(given)}.txt"
+    name = clip_name(given)
+    file_name = f"{PREFIX}{name}.txt"
     searched = [*clip_dirs(), cache_dir()]
     found = _first_file(searched, file_name)
     fetch_note = ""
-    if found is None and not _clips_in(cache_dir()):
+    if found is None and name in DEEPMIMIC_CLIPS and not _clips_in(cache_dir()):
         fetch_note = _fetch_if_allowed()
         found = _first_file(searched, file_name)
     if found is not None:
         return found
     known = sorted({clip_name(p) for d in searched for p in _clips_in(d)})
-    known_note = f"; clips found: {', '.join(known)}" if known else ""
+    known_note = f"; clips found: {', '.join(known)}" if known else (
+        "; no clips found" + ("" if name in DEEPMIMIC_CLIPS else
+                              f" (only DeepMimic's own clips can be fetched: {', '.join(DEEPMIMIC_CLIPS)})"))
     raise MimicError(
         f"clip '{given}' not found: looked for {file_name} in {_listing(searched)}{fetch_note}"
         f"{known_note}; set MIMIC_MJX_CLIPS to a folder of humanoid3d_*.txt files or pass a "

@@ -24,11 +24,9 @@ from mimic_mjx.errors import MimicError
 
 POLICIES = ("reference", "zero", "random")
 GAMMA = 0.95  # DeepMimic's discount (Peng et al. 2018, Sec. 7)
-# A policy earning under 1% of the maximum per step gives returns too flat to learn from.
-# (The acceptance yardstick for a healthy reward is the random policy above 1e-2 of the
-# maximum; on walk the failed port's reward gives the random policy 2.6e-3 and the zero
-# policy 9.2e-3, while deepmimic_paper gives 8.6e-2 and 0.11.)
-VANISHING = 1e-2
+# A policy earning under this fraction of the maximum per step gives returns too flat to
+# learn from; the trainer's alarm uses the same threshold (reward.VANISHING_FRACTION says why).
+VANISHING = reward_lib.VANISHING_FRACTION
 SATURATED = 0.9  # every policy above this fraction: the reward cannot tell them apart
 TARGET_TERM = 0.3  # suggested scales put the random policy's term value near 0.3
 
@@ -39,6 +37,9 @@ class Rollouts:
 
     errors: reward_lib.Errors  # raw errors, each [T, P, N]
     actions: jax.Array  # [T, P, N, A]
+    # env.step's own rewards under the env's reward config: a terminating step earns 0 there.
+    rewards: jax.Array  # [T, P, N]
+    reward_terms: dict  # name -> [T, P, N]
     terminated: jax.Array  # [T, P, N] bool
     truncated: jax.Array  # [T, P, N] bool
 
@@ -63,22 +64,31 @@ def make_rollout(env: env_lib.ImitationEnv, num_envs: int, steps: int):
         key, sub = jax.random.split(key)
         action = act(state, sub)
         state = jax.vmap(env.step)(state, action)
-        return (state, key), (state.errors, action, state.terminated, state.truncated)
+        return (state, key), (state.errors, action, state.reward, state.reward_terms, state.terminated, state.truncated)
 
     def rollout(rng, state=None):
         """Rollouts of `steps` steps, and the final batched env State ([P*N] envs)."""
         rng, reset_key = jax.random.split(rng)
         if state is None:
             state = env_lib.reset_batch(env, reset_key, num_policies * num_envs)
-        (state, _), (errors, actions, term, trunc) = jax.lax.scan(body, (state, rng), None, length=steps)
+        (state, _), (errors, actions, rewards, terms, term, trunc) = jax.lax.scan(
+            body, (state, rng), None, length=steps)
         split = lambda x: x.reshape((steps, num_policies, num_envs) + x.shape[2:])  # noqa: E731
-        return Rollouts(jax.tree.map(split, errors), split(actions), split(term), split(trunc)), state
+        return Rollouts(errors=jax.tree.map(split, errors), actions=split(actions), rewards=split(rewards),
+                        reward_terms=jax.tree.map(split, terms), terminated=split(term),
+                        truncated=split(trunc)), state
 
     return jax.jit(rollout)
 
 
 def step_rewards(rollouts: Rollouts, config: reward_lib.RewardConfig):
-    """Rewards [T, P, N] and terms under `config`; a terminating step earns 0 (as in env.step)."""
+    """Rewards [T, P, N] and terms of the stored rollouts re-scored under `config`.
+
+    Re-scoring starts from the raw errors, which env.step does not zero, so env.step's rule
+    (a terminating step earns 0; env.py states it) is applied to them here; under the env's
+    own config this reproduces `rollouts.rewards` (tests/test_env.py checks it). The
+    diagnosis itself reads `rollouts.rewards` (`summarize(..., own=True)`).
+    """
     total, terms = reward_lib.reward_from_errors(rollouts.errors, rollouts.actions, config)
     keep = ~rollouts.terminated
     return jnp.where(keep, total, 0.0), {k: jnp.where(keep, v, 0.0) for k, v in terms.items()}
@@ -96,9 +106,7 @@ def discounted_returns(rewards, done, gamma):
     return g
 
 
-@jax.jit
-def _policy_stats(rollouts: Rollouts, config: reward_lib.RewardConfig):
-    rewards, terms = step_rewards(rollouts, config)
+def _stats(rollouts: Rollouts, config: reward_lib.RewardConfig, rewards, terms):
     done = rollouts.terminated | rollouts.truncated
     returns = discounted_returns(rewards, done, GAMMA)
     steps = rewards.shape[0] * rewards.shape[2]
@@ -115,9 +123,24 @@ def _policy_stats(rollouts: Rollouts, config: reward_lib.RewardConfig):
     }
 
 
-def summarize(rollouts: Rollouts, config: reward_lib.RewardConfig) -> dict:
-    """Per-policy report (the `policies` part of diagnose's JSON)."""
-    stats = jax.device_get(_policy_stats(rollouts, config))
+def _rescored_stats(rollouts: Rollouts, config: reward_lib.RewardConfig):
+    return _stats(rollouts, config, *step_rewards(rollouts, config))
+
+
+_policy_stats = jax.jit(_rescored_stats)
+_own_stats = jax.jit(_stats)
+
+
+def summarize(rollouts: Rollouts, config: reward_lib.RewardConfig, own: bool = False) -> dict:
+    """Per-policy report (the `policies` part of diagnose's JSON) under `config`.
+
+    `own=True`: read env.step's rewards (`config` must be the env's reward config, the one
+    the rollouts ran with); otherwise re-score the raw errors under `config`.
+    """
+    if own:
+        stats = jax.device_get(_own_stats(rollouts, config, rollouts.rewards, rollouts.reward_terms))
+    else:
+        stats = jax.device_get(_policy_stats(rollouts, config))
     max_reward = float(reward_lib.max_reward(config))
     out = {}
     for p, name in enumerate(POLICIES):
@@ -222,7 +245,7 @@ def parse_scales(items: list[str]) -> list[dict]:
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
-_rescore_stats = jax.jit(jax.vmap(_policy_stats, in_axes=(None, 0)))
+_rescore_stats = jax.jit(jax.vmap(_rescored_stats, in_axes=(None, 0)))
 
 
 def rescore(rollouts: Rollouts, base: reward_lib.RewardConfig, grid: list[dict]) -> list[dict]:
@@ -245,13 +268,26 @@ def rescore(rollouts: Rollouts, base: reward_lib.RewardConfig, grid: list[dict])
     return rows
 
 
-def diagnose(motion: str, reward_name: str, reward_overrides: dict, env_config: env_lib.EnvConfig,
+def check_inputs(reward_config: reward_lib.RewardConfig, num_envs: int, steps: int,
+                 scales: list[str] | None) -> list[dict]:
+    """Refuse bad sizes and a bad `--scales` grid before anything is built; returns the grid."""
+    for flag, value in (("--envs", num_envs), ("--steps", steps)):
+        if value < 1:
+            raise MimicError(f"{flag} must be >= 1, got {value}")
+    grid = parse_scales(scales or [])
+    for overrides in grid:  # unknown fields and out-of-range values, before any simulation
+        reward_lib.with_overrides(reward_config, overrides)
+    return grid
+
+
+def diagnose(env_config: env_lib.EnvConfig, reward_config: reward_lib.RewardConfig, reward_name: str,
              num_envs: int = 16, steps: int = 90, seed: int = 0, scales: list[str] | None = None,
              progress=print) -> dict:  # fmt: skip
-    """Run the diagnosis; returns the JSON-able report (and timings)."""
-    config = reward_lib.with_overrides(reward_lib.preset(reward_name), reward_overrides)
-    grid = parse_scales(scales or [])
-    env = env_lib.ImitationEnv(env_config.replace(motion=motion), reward_config=config)
+    """Run the diagnosis of `reward_config` (named `reward_name` in the report) on the clip
+    `env_config.motion`; returns the JSON-able report (and timings)."""
+    config = reward_lib.validate(reward_config)
+    grid = check_inputs(config, num_envs, steps, scales)
+    env = env_lib.ImitationEnv(env_config, reward_config=config)
     rollout = make_rollout(env, num_envs, steps)
     progress(f"compiling {len(POLICIES)} x {num_envs} environments x {steps} steps of '{env.clip.name}' ...")
     t0 = time.perf_counter()
@@ -261,7 +297,7 @@ def diagnose(motion: str, reward_name: str, reward_overrides: dict, env_config: 
     t0 = time.perf_counter()
     rollouts, _ = jax.block_until_ready(compiled(jax.random.PRNGKey(seed)))
     simulate_s = time.perf_counter() - t0
-    policies = summarize(rollouts, config)
+    policies = summarize(rollouts, config, own=True)
     report = {
         "motion": env.clip.name,
         "reward": reward_name,

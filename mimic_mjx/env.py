@@ -44,22 +44,24 @@ class EnvConfig:
     """Environment settings. Static fields fix shapes or code paths; others are leaves."""
 
     motion: str = cfglib.field("walk", "clip name or path", static=True)
-    control: str = cfglib.field("pd", "pd: actions are PD targets in each joint's range; torque: scaled torques", static=True)
+    control: str = cfglib.field("pd", "pd: actions are PD targets in each joint's range; torque: scaled torques", static=True,
+                                 choices=("pd", "torque"))
     rsi: bool = cfglib.field(True, "reference state initialisation: start at a uniform random clip time (else 0)", static=True)
     early_termination: bool = cfglib.field(True, "end an episode when a fall is detected", static=True)
     fall_contact: str = cfglib.field(
-        "non_feet", "bodies whose floor contact is a fall: non_feet, or deepmimic (root, chest, neck)", static=True
-    )
-    episode_seconds: float = cfglib.field(20.0, "time limit (truncation), s; DeepMimic's 20 s episodes", static=True)
+        "non_feet", "bodies whose floor contact is a fall: non_feet, or deepmimic (root, chest, neck)", static=True,
+        choices=("non_feet", "deepmimic"))
+    episode_seconds: float = cfglib.field(20.0, "time limit (truncation), s; DeepMimic's 20 s episodes", static=True, gt=0)
     min_root_height: float = cfglib.field(0.3, "a fall also when the root is below this height, m")
-    future_frames: tuple[int, ...] = cfglib.field((), "control steps ahead whose reference pose is observed, e.g. [1, 2]", static=True)
+    future_frames: tuple[int, ...] = cfglib.field((), "control steps ahead whose reference pose is observed, e.g. [1, 2]", static=True, ge=1)
     physics: str = cfglib.field(
         "auto", "simulator: mjx (MuJoCo MJX, traced), native (MuJoCo C via a callback), auto: mjx on an "
-        "accelerator, native on CPU", static=True)
-    physics_threads: int = cfglib.field(0, "native backend threads; 0: the usable cores", static=True)
+        "accelerator, native on CPU", static=True, choices=physics_lib.BACKENDS)
+    physics_threads: int = cfglib.field(0, "native backend threads; 0: the usable cores", static=True, ge=0)
     action_offset: str = cfglib.field(
         "mid_range", "pd targets are offset + half_range * action, offset = mid_range (of each joint's range) "
-        "or reference (the clip's pose one control step ahead: actions are corrections)", static=True)
+        "or reference (the clip's pose one control step ahead: actions are corrections)", static=True,
+        choices=("mid_range", "reference"))
 
 
 @flax.struct.dataclass

@@ -68,6 +68,8 @@ def parse_clip_file(path: pathlib.Path) -> tuple[bool, np.ndarray]:
     """Read and validate a clip file: returns (loop, frames [T, 44]). Errors name file and frame."""
     try:
         text = path.read_text()
+    except UnicodeDecodeError:
+        raise MimicError(f"{path}: not a clip file (its bytes are not UTF-8 text; a clip is JSON)") from None
     except FileNotFoundError:
         raise MimicError(f"{path}: clip file not found") from None
     except OSError as e:

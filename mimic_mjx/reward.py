@@ -93,37 +93,64 @@ class Errors:
 
 @flax.struct.dataclass
 class RewardConfig:
-    """Weights, scales and switches of the reward; every leaf is a number (vmappable)."""
+    """Weights, scales and switches of the reward; every leaf is a number (vmappable).
 
-    pose_weight: float = cfglib.field(0.0, "weight of the joint-orientation term")
-    pose_scale: float = cfglib.field(0.0, "k in f(k * pose error), 1/rad²")
-    velocity_weight: float = cfglib.field(0.0, "weight of the joint angular-velocity term")
-    velocity_scale: float = cfglib.field(0.0, "k for the velocity error, s²/rad²")
-    end_effector_weight: float = cfglib.field(0.0, "weight of the end-effector position term")
-    end_effector_scale: float = cfglib.field(0.0, "k for the end-effector error (a sum over E), 1/m²")
-    root_weight: float = cfglib.field(0.0, "weight of the root pos/rot/vel term (released code only)")
-    root_scale: float = cfglib.field(0.0, "k for the mixed root error")
-    com_weight: float = cfglib.field(0.0, "weight of the centre-of-mass term")
-    com_scale: float = cfglib.field(0.0, "k for the COM error (position: 1/m², velocity: s²/m²)")
-    joint_abs_weight: float = cfglib.field(0.0, "weight of the failed port's Σ|Δq| term")
-    joint_abs_scale: float = cfglib.field(0.0, "k for Σ|Δq|, 1/rad")
+    In a config file this is the `reward:` section: `preset` (one of PRESETS) gives every
+    field the section does not set, e.g. `reward: {preset: deepmimic_code, pose_scale: 3}`.
+    A weight or scale of 0 turns its term off or makes it constant; ranges are checked when
+    a config is loaded (`config.field`) and by `validate`.
+    """
+
+    pose_weight: float = cfglib.field(0.0, "weight of the joint-orientation term", ge=0)
+    pose_scale: float = cfglib.field(0.0, "k in f(k * pose error), 1/rad²", ge=0)
+    velocity_weight: float = cfglib.field(0.0, "weight of the joint angular-velocity term", ge=0)
+    velocity_scale: float = cfglib.field(0.0, "k for the velocity error, s²/rad²", ge=0)
+    end_effector_weight: float = cfglib.field(0.0, "weight of the end-effector position term", ge=0)
+    end_effector_scale: float = cfglib.field(0.0, "k for the end-effector error (a sum over E), 1/m²", ge=0)
+    root_weight: float = cfglib.field(0.0, "weight of the root pos/rot/vel term (released code only)", ge=0)
+    root_scale: float = cfglib.field(0.0, "k for the mixed root error", ge=0)
+    com_weight: float = cfglib.field(0.0, "weight of the centre-of-mass term", ge=0)
+    com_scale: float = cfglib.field(0.0, "k for the COM error (position: 1/m², velocity: s²/m²)", ge=0)
+    joint_abs_weight: float = cfglib.field(0.0, "weight of the failed port's Σ|Δq| term", ge=0)
+    joint_abs_scale: float = cfglib.field(0.0, "k for Σ|Δq|, 1/rad", ge=0)
     form: float = cfglib.field(
-        0.0, "f for every term: 0 exp(-x), 1 max(0, 1-x), 2 max(0, 1-x)²; each is 1 at x = 0")
+        0.0, "f for every term: 0 exp(-x), 1 max(0, 1-x), 2 max(0, 1-x)²; each is 1 at x = 0",
+        choices=(FORM_EXP, FORM_LINEAR, FORM_QUADRATIC))
     joint_weighting: float = cfglib.field(
-        0.0, "0: unweighted sums over the 12 joints (paper); 1: DiffWeight/4.8 incl. root (code)")
+        0.0, "0: unweighted sums over the 12 joints (paper); 1: DiffWeight/4.8 incl. root (code)", choices=(0, 1))
     com_source: float = cfglib.field(
-        0.0, "0: COM position error (paper r_c); 1: COM velocity error (code)")
+        0.0, "0: COM position error (paper r_c); 1: COM velocity error (code)", choices=(0, 1))
     normalize_per_joint: float = cfglib.field(
-        0.0, "1: divide the unweighted joint, end-effector and Σ|Δq| sums by their counts")
+        0.0, "1: divide the unweighted joint, end-effector and Σ|Δq| sums by their counts", choices=(0, 1))
     output_scale: float = cfglib.field(
-        1.0, "multiplies every tracking term (not alive_bonus or action_penalty)")
+        1.0, "multiplies every tracking term (not alive_bonus or action_penalty)", ge=0)
+    # Any sign: a negative bonus is a per-step cost.
     alive_bonus: float = cfglib.field(0.0, "added to the reward each step")
-    action_penalty: float = cfglib.field(0.0, "coefficient on mean(action²), subtracted")
+    action_penalty: float = cfglib.field(0.0, "coefficient on mean(action²), subtracted", ge=0)
+
+    @classmethod
+    def from_preset(cls, name: str) -> "RewardConfig":
+        """The named preset; what a config file's `reward: {preset: NAME}` starts from."""
+        return preset(name)
+
+    @classmethod
+    def preset_names(cls) -> tuple[str, ...]:
+        return PRESETS
+
+    def resolve(self) -> "RewardConfig":
+        """This config, validated. Kept for callers written against the removed
+        `train.RewardSpec` (`config.reward.resolve()`); `config.reward` is the config now."""
+        return validate(self)
 
 
 _FIELDS = tuple(RewardConfig.__dataclass_fields__)
-_SWITCHES = {"form": (0, 1, 2), "joint_weighting": (0, 1), "com_source": (0, 1),
-             "normalize_per_joint": (0, 1)}
+# Below this fraction of its maximum per step a reward gives no learning signal; one
+# threshold for `diagnose`'s warning and the trainer's alarm. Measured on walk (README,
+# `mimic-mjx diagnose`): the failed port's exp(-Σ|Δq|) gives the random policy 2.6e-3 and
+# the zero policy 9.2e-3 of its maximum, deepmimic_paper gives them 8.6e-2 and 0.11. 1e-2
+# flags the reward that killed the port under both policies, where 1e-3 flags neither, and
+# stays 8x below the healthy preset's worst policy.
+VANISHING_FRACTION = 1e-2
 
 
 def _safe_norm(v: jax.Array) -> jax.Array:
@@ -298,17 +325,10 @@ def preset(name: str) -> RewardConfig:
 
 
 def validate(config: RewardConfig) -> RewardConfig:
-    """Check a concrete (unstacked or stacked) config; raises MimicError naming the field."""
-    for name in _FIELDS:
-        value = np.asarray(getattr(config, name), dtype=float)
-        if not np.all(np.isfinite(value)):
-            raise MimicError(f"reward.{name} must be finite, got {value.tolist()}")
-        if name in _SWITCHES and not np.all(np.isin(value, _SWITCHES[name])):
-            raise MimicError(f"reward.{name} must be one of {_SWITCHES[name]}, got {value.tolist()}")
-        if name.endswith(("_weight", "_scale")) or name in ("output_scale", "action_penalty"):
-            if np.any(value < 0):
-                raise MimicError(f"reward.{name} must be >= 0, got {value.tolist()}")
-    return config
+    """Check a concrete (unstacked or stacked) config against the ranges declared on its
+    fields (finite; weights, scales and the action penalty >= 0; switches in their choices);
+    raises MimicError naming the field, e.g. `reward.pose_scale must be >= 0, got -1.0`."""
+    return cfglib.validate(config, prefix="reward.")
 
 
 def with_overrides(config: RewardConfig, overrides: Mapping[str, float]) -> RewardConfig:

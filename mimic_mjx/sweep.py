@@ -1,22 +1,26 @@
-"""Reward-scale sweeps: many reward variants trained side by side in one compiled program.
+"""Sweeps: many reward or TRPO variants trained side by side in one compiled program.
 
-A sweep file names a base training config and a grid (or a list) of `RewardConfig` fields,
-and optionally seeds. Every member gets its own policy, value function, normaliser, RNG and
-reward config; their `TrainState`s are stacked along a leading member axis and the trainer's
-own iteration (`train.make_iteration`) is `jax.vmap`ped over it — one trainer, one compile.
+A sweep file names a base training config and a grid (or a list) of the dotted keys that
+`train --set` takes, and optionally seeds. Every member gets its own policy, value function,
+normaliser, RNG, reward config and TRPO leaves; their `TrainState`s are stacked along a
+leading member axis and the trainer's own iteration (`train.make_iteration`) is `jax.vmap`ped
+over it — one trainer, one compile. A grid axis is any number the trained state holds as a
+leaf: every `reward.*` field and the float `trpo.*` fields (`sweepable_keys()`); settings
+that fix shapes, loop counts or the environment are the same for all members.
 
 Members trained on different rewards cannot be compared by their own returns, so every
 `eval_every` iterations each member is also scored by `evaluate`'s yardstick (the
 deepmimic_paper reward, deterministic policy, RSI off).
 
-Sweep file (YAML):
+Sweep file (YAML, read by the same loader as a training config, so `base:`, `1e-3` and
+`--set` behave the same; `SweepFile` documents every key):
 
     train: cpu_tiny              # base training config: preset name or path
     set: [horizon=16]            # optional overrides of the base (as `train --set`)
-    grid:                        # reward fields -> values; members = the product
-      pose_scale: [1, 2, 4]
-      end_effector_scale: [10, 40]
-    # or members: [{pose_scale: 1}, {pose_scale: 4, velocity_weight: 0}]
+    grid:                        # train keys -> values; members = the product
+      reward.pose_scale: [1, 2, 4]
+      trpo.max_kl: [0.01, 0.05]
+    # or members: [{reward.pose_scale: 1}, {reward.pose_scale: 4, reward.velocity_weight: 0}]
     seeds: [0]                   # each member is trained once per seed
     num_envs: 16                 # environments per member
     iterations: 20
@@ -36,7 +40,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 
 from mimic_mjx import checkpoint
 from mimic_mjx import config as cfglib
@@ -45,19 +48,39 @@ from mimic_mjx import reward as reward_lib
 from mimic_mjx import train as train_lib
 from mimic_mjx.errors import MimicError
 
-_KEYS = {"train", "set", "grid", "members", "seeds", "num_envs", "iterations", "eval_every", "eval_episodes"}
 YARDSTICK = "normalized_return"
+# TrainConfig sections whose leaves the trained state carries per member (TrainState.trpo
+# and env_state.reward_config), so a vmapped iteration can give each member its own value.
+VMAPPED_SECTIONS = ("reward", "trpo")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepFile:
+    """The keys of a sweep file; give exactly one of `grid` and `members`."""
+
+    train: str = cfglib.field(dataclasses.MISSING, "base training config: a preset name or a YAML path "
+                              "(relative to the sweep file)")
+    set: tuple[str, ...] = cfglib.field((), "overrides of the base, as `train --set` takes them")
+    grid: dict[str, tuple[float, ...]] | None = cfglib.field(
+        None, "train keys (reward.*, trpo.* numbers) -> lists of values; the members are the product")
+    members: tuple[dict[str, float], ...] | None = cfglib.field(
+        None, "explicit members, each a mapping of train keys (reward.*, trpo.* numbers) to values")
+    seeds: tuple[int, ...] | None = cfglib.field(None, "each member trains once per seed; null: the base's seed", ge=0)
+    num_envs: int | None = cfglib.field(None, "environments per member; null: the base's", ge=1)
+    iterations: int | None = cfglib.field(None, "training iterations; null: the base's", ge=1)
+    eval_every: int = cfglib.field(5, "score every member on the yardstick every this many iterations", ge=1)
+    eval_episodes: int = cfglib.field(1, "yardstick episodes per member and evaluation", ge=1)
 
 
 @dataclasses.dataclass(frozen=True)
 class Member:
     index: int
-    reward_overrides: dict  # RewardConfig field -> value
+    overrides: dict  # dotted train key -> value, e.g. {"reward.pose_scale": 2.0}
     seed: int
 
     @property
     def label(self) -> str:
-        settings = " ".join(f"{k}={v:g}" for k, v in self.reward_overrides.items())
+        settings = " ".join(f"{k}={v:g}" for k, v in self.overrides.items())
         return f"{settings} seed={self.seed}".strip()
 
 
@@ -70,107 +93,103 @@ class Sweep:
 
     def member_config(self, member: Member) -> train_lib.TrainConfig:
         """The single-run config equivalent to `member` (what `train` would run alone)."""
-        reward = self.base.reward.replace(**member.reward_overrides)
-        return self.base.replace(reward=reward, seed=member.seed)
+        config = cfglib.replace(self.base, member.overrides, f"member {member.index}")
+        return config.replace(seed=member.seed)
+
+
+def sweepable_keys() -> list[str]:
+    """The dotted train keys a grid may vary: the float leaves of the vmapped sections."""
+    keys = []
+    for section in VMAPPED_SECTIONS:
+        cls = cfglib._config_class(cfglib._fields(train_lib.TrainConfig)[section][1])
+        keys += [f"{section}.{name}" for name, (f, tp) in cfglib._fields(cls).items()
+                 if tp is float and f.metadata.get("pytree_node", True)]
+    return keys
+
+
+def _check_key(source: str, where: str, key: str) -> None:
+    """A one-line error unless `key` is a sweepable train key, with the likely fix."""
+    if key in sweepable_keys():
+        return
+    reward_fields = cfglib._fields(reward_lib.RewardConfig)
+    if key in reward_fields:
+        raise MimicError(f"{source}: '{where}' is not a train key; name it as `train --set` does: 'reward.{key}'")
+    section, _, name = key.partition(".")
+    train_fields = cfglib._fields(train_lib.TrainConfig)
+    sub = cfglib._config_class(train_fields[section][1]) if section in train_fields else None
+    if (sub is not None and name in cfglib._fields(sub)) or (not name and section in train_fields):
+        raise MimicError(f"{source}: '{where}' cannot vary across members: only reward.* and float trpo.* "
+                         f"numbers are leaves of the trained state; '{key}' fixes shapes, loop counts or the "
+                         "environment, so it is one value for the whole sweep (set it with 'set')")
+    raise MimicError(f"{source}: '{where}' is not a key a sweep can vary (valid: {', '.join(sweepable_keys())})")
 
 
 def load_sweep(path: str | pathlib.Path, overrides: list[str] | None = None) -> Sweep:
-    """Read and validate a sweep file; every mistake is a one-line MimicError naming it."""
+    """Read and validate a sweep file and `--set` overrides of its keys; every mistake is a
+    one-line MimicError, raised before anything is built."""
     path = pathlib.Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise MimicError(f"{path}: sweep file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise MimicError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(spec, dict):
-        raise MimicError(f"{path}: a sweep file is a mapping with keys {', '.join(sorted(_KEYS))}")
-    unknown = sorted(set(spec) - _KEYS)
-    if unknown:
-        raise MimicError(f"{path}: unknown key '{unknown[0]}' (valid: {', '.join(sorted(_KEYS))})")
-    for key, value in cfglib.parse_overrides(overrides or []).items():
-        spec[key] = value
-    if "train" not in spec:
-        raise MimicError(f"{path}: 'train' (the base training config) is missing")
-    base_path = pathlib.Path(spec["train"])
+    spec = cfglib.load_config(SweepFile, path, overrides or [])
+    source = str(path)
+    base_path = pathlib.Path(spec.train)
     if not base_path.is_absolute() and (path.parent / base_path).exists():
         base_path = path.parent / base_path
-    base_sets = [str(s) for s in spec.get("set", [])]
+    base_sets = list(spec.set)
     for key in ("num_envs", "iterations"):
-        if key in spec:
-            base_sets.append(f"{key}={spec[key]}")
+        if getattr(spec, key) is not None:
+            base_sets.append(f"{key}={getattr(spec, key)}")
     base = train_lib.resolve_defaults(train_lib.load_train_config(str(base_path), base_sets))
-    grids = _member_overrides(path, spec)
-    seeds = spec.get("seeds", [base.seed])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise MimicError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
-    members = tuple(
-        Member(i, overrides, seed) for i, (overrides, seed) in enumerate(itertools.product(grids, seeds))
-    )
-    sweep = Sweep(base=base, members=members, eval_every=_positive(path, spec, "eval_every", 5),
-                  eval_episodes=_positive(path, spec, "eval_episodes", 1))  # fmt: skip
-    for m in members:
-        sweep.member_config(m).reward.resolve()  # validates every value
+    combos = _member_overrides(source, spec)
+    seeds = spec.seeds if spec.seeds is not None else (base.seed,)
+    if not seeds:
+        raise MimicError(f"{source}: 'seeds' has no members (it must be a non-empty list of integers)")
+    members = tuple(Member(i, o, seed) for i, (o, seed) in enumerate(itertools.product(combos, seeds)))
+    sweep = Sweep(base=base, members=members, eval_every=spec.eval_every, eval_episodes=spec.eval_episodes)
+    for m in members:  # every value against its field's declared range
+        train_lib.resolve_defaults(cfglib.replace(base, m.overrides, f"{source}: member {m.index} ({m.label})"))
     return sweep
 
 
-def _positive(path, spec, key, default) -> int:
-    value = spec.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise MimicError(f"{path}: '{key}' must be a positive integer, got {value!r}")
-    return value
-
-
-def _member_overrides(path, spec) -> list[dict]:
-    fields = set(reward_lib.RewardConfig.__dataclass_fields__)
-    if ("grid" in spec) == ("members" in spec):
-        raise MimicError(f"{path}: give exactly one of 'grid' or 'members'")
-    if "grid" in spec:
-        grid = spec["grid"]
-        if not isinstance(grid, dict) or not grid:
-            raise MimicError(f"{path}: 'grid' has no members (it must map reward fields to lists of values)")
+def _member_overrides(source: str, spec: SweepFile) -> list[dict]:
+    if (spec.grid is None) == (spec.members is None):
+        raise MimicError(f"{source}: give exactly one of 'grid' or 'members'")
+    if spec.grid is not None:
+        if not spec.grid:
+            raise MimicError(f"{source}: 'grid' has no members (it must map train keys to lists of values)")
         axes = []
-        for key, values in grid.items():
-            _check_field(path, f"grid.{key}", key, fields)
-            if not isinstance(values, list) or not values:
-                raise MimicError(f"{path}: 'grid.{key}' has no members (it must be a non-empty list of numbers)")
-            axes.append([(key, _number(path, f"grid.{key}", v)) for v in values])
+        for key, values in spec.grid.items():
+            _check_key(source, f"grid.{key}", key)
+            if not values:
+                raise MimicError(f"{source}: 'grid.{key}' has no members (it must be a non-empty list of numbers)")
+            axes.append([(key, v) for v in values])
         return [dict(combo) for combo in itertools.product(*axes)]
-    members = spec["members"]
-    if not isinstance(members, list) or not members:
-        raise MimicError(f"{path}: 'members' has no members (it must be a non-empty list of mappings)")
-    out = []
-    for i, m in enumerate(members):
-        if not isinstance(m, dict):
-            raise MimicError(f"{path}: 'members[{i}]' must map reward fields to numbers")
-        for key in m:
-            _check_field(path, f"members[{i}].{key}", key, fields)
-        out.append({k: _number(path, f"members[{i}].{k}", v) for k, v in m.items()})
-    return out
-
-
-def _check_field(path, where, key, fields):
-    if key not in fields:
-        raise MimicError(f"{path}: '{where}' is not a RewardConfig field (valid: {', '.join(sorted(fields))})")
-
-
-def _number(path, where, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MimicError(f"{path}: '{where}' must be a number, got {value!r}")
-    return float(value)
+    if not spec.members:
+        raise MimicError(f"{source}: 'members' has no members (it must be a non-empty list of mappings)")
+    for i, member in enumerate(spec.members):
+        for key in member:
+            _check_key(source, f"members[{i}].{key}", key)
+    return [dict(m) for m in spec.members]
 
 
 # ---------------------------------------------------------------------- the program
 
 
+def _stack(trees: list) -> Any:
+    """Configs stacked along a new leading member axis (float32 leaves, as `init` stores them)."""
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x, jnp.float32) for x in xs]), *trees)
+
+
 def init_members(env, sweep: Sweep) -> train_lib.TrainState:
-    """Stacked TrainState [M, ...]: member i initialised exactly as `train` would with its seed."""
-    configs = [sweep.member_config(m).reward.resolve() for m in sweep.members]
-    stacked = reward_lib.stack_configs(configs)
+    """Stacked TrainState [M, ...]: member i initialised exactly as `train` would with its
+    seed, its reward config and its TRPO leaves."""
+    configs = [sweep.member_config(m) for m in sweep.members]
+    rewards = reward_lib.stack_configs([c.reward for c in configs])
+    hypers = _stack([c.trpo for c in configs])
     keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in sweep.members])
-    return jax.jit(jax.vmap(lambda k, rc: train_lib.init(env, sweep.base, k, rc)))(keys, stacked)
+
+    def one(key, reward_config, hyper):
+        return train_lib.init(env, sweep.base.replace(trpo=hyper), key, reward_config)
+
+    return jax.jit(jax.vmap(one))(keys, rewards, hypers)
 
 
 def make_programs(env, eval_env, sweep: Sweep):
@@ -197,15 +216,13 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     installed). Returns {"compiles": how many programs the jitted iteration compiled (its jit
     cache size: 1 however many members), "results": [...], "state": the stacked state}.
     """
-    out = pathlib.Path(out_dir)
-    if checkpoint.latest_step(out) is not None:
-        raise MimicError(f"{out}: already holds a sweep; choose another --out")
+    out = train_lib.check_run_dir(out_dir, resume=False, what="sweep")
     out.mkdir(parents=True, exist_ok=True)
     env, _ = train_lib.build_env(sweep.base)
     eval_env = eval_lib.eval_env(sweep.base)
     cfglib.save_config(sweep.base, out / "base_config.yaml")
     (out / "sweep.json").write_text(json.dumps(
-        {"members": [{"member": m.index, "reward": m.reward_overrides, "seed": m.seed} for m in sweep.members],
+        {"members": [{"member": m.index, "overrides": m.overrides, "seed": m.seed} for m in sweep.members],
          "eval_every": sweep.eval_every, "eval_episodes": sweep.eval_episodes}, indent=2))  # fmt: skip
     m_count = len(sweep.members)
     progress(f"sweep of {m_count} members x {sweep.base.num_envs} envs on '{env.clip.name}'; initialising ...")
@@ -257,16 +274,16 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
 
 
 def _results(sweep: Sweep, scores: list[dict]) -> list[dict]:
-    rows = [{"member": m.index, "reward": m.reward_overrides, "seed": m.seed, **scores[m.index]} for m in sweep.members]
+    rows = [{"member": m.index, "overrides": m.overrides, "seed": m.seed, **scores[m.index]} for m in sweep.members]
     return sorted(rows, key=lambda r: -r[YARDSTICK])
 
 
 def results_table(results: list[dict]) -> str:
     """Markdown table sorted by the yardstick (best first)."""
-    lines = ["| member | reward settings | seed | normalized return | episode length | joint angle error (rad) "
+    lines = ["| member | settings | seed | normalized return | episode length | joint angle error (rad) "
              "| end-effector error (m) | fall rate |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
-        settings = ", ".join(f"{k}={v:g}" for k, v in r["reward"].items()) or "(base)"
+        settings = ", ".join(f"{k}={v:g}" for k, v in r["overrides"].items()) or "(base)"
         lines.append(f"| {r['member']} | {settings} | {r['seed']} | {r['normalized_return']:.3f} | "
                      f"{r['episode_length_mean']:.1f} | {r['joint_angle_error_rad']:.3f} | "
                      f"{r['end_effector_error_m']:.3f} | {r['fall_rate']:.2f} |")  # fmt: skip
@@ -302,7 +319,8 @@ def extract(sweep_dir: str | pathlib.Path, member: int, out_dir: str | pathlib.P
 
     `mimic-mjx eval OUT` and `mimic-mjx train --resume --out OUT` then work on it.
     """
-    sweep_dir, out = pathlib.Path(sweep_dir), pathlib.Path(out_dir)
+    sweep_dir = pathlib.Path(sweep_dir)
+    out = train_lib.check_run_dir(out_dir, resume=False)
     info_path = sweep_dir / "sweep.json"
     if not info_path.exists():
         raise MimicError(f"{sweep_dir}: not a sweep directory (no sweep.json)")
@@ -310,16 +328,13 @@ def extract(sweep_dir: str | pathlib.Path, member: int, out_dir: str | pathlib.P
     if not 0 <= member < len(info["members"]):
         raise MimicError(f"--member {member}: the sweep has members 0..{len(info['members']) - 1}")
     base = cfglib.load_config(train_lib.TrainConfig, sweep_dir / "base_config.yaml", [])
-    spec = info["members"][member]
-    sweep = Sweep(base=base, members=tuple(Member(m["member"], m["reward"], m["seed"]) for m in info["members"]),
+    sweep = Sweep(base=base, members=tuple(_member_from_json(m) for m in info["members"]),
                   eval_every=info["eval_every"], eval_episodes=info["eval_episodes"])  # fmt: skip
     env, _ = train_lib.build_env(base)
     template = jax.eval_shape(lambda: init_members(env, sweep))
     state, step = checkpoint.restore(sweep_dir, template)
     single = jax.tree.map(lambda x: x[member], state)
-    config = sweep.member_config(Member(member, spec["reward"], spec["seed"]))
-    if checkpoint.latest_step(out) is not None:
-        raise MimicError(f"{out}: already holds a training run; choose another --out")
+    config = sweep.member_config(sweep.members[member])
     out.mkdir(parents=True, exist_ok=True)
     cfglib.save_config(config, out / "config.yaml")
     lines = [line for line in (sweep_dir / "metrics.jsonl").read_text().splitlines()
@@ -329,17 +344,28 @@ def extract(sweep_dir: str | pathlib.Path, member: int, out_dir: str | pathlib.P
     return out
 
 
+def _member_from_json(m: dict) -> Member:
+    """A member as sweep.json stores it; sweeps written before grids took train keys stored
+    bare reward fields under "reward"."""
+    overrides = m["overrides"] if "overrides" in m else {f"reward.{k}": v for k, v in m["reward"].items()}
+    return Member(m["member"], overrides, m["seed"])
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="sweep file (YAML), e.g. configs/sweep_reward_scales.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a sweep-file key, e.g. iterations=10 or num_envs=8 (repeatable)")
+                        help="override a sweep-file key, e.g. iterations=10, num_envs=8 or "
+                             "grid.trpo.max_kl=[0.01,0.05] (repeatable)")
     parser.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<file name>)")
 
 
 def run_cli(args) -> int:
+    # Every input is checked here, before an environment is built or a program compiled.
     sweep = load_sweep(args.config, args.overrides)
-    train_lib.enable_compile_cache()
     out = args.out or str(pathlib.Path("runs") / f"sweep_{pathlib.Path(args.config).stem}")
+    train_lib.check_run_dir(out, resume=False, what="sweep")
+    train_lib.check_clip(sweep.base)
+    train_lib.enable_compile_cache()
     run(sweep, out, progress=lambda line: print(line, flush=True))
     return 0
 

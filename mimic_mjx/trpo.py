@@ -39,31 +39,31 @@ class TrpoConfig:
     """
 
     # Schulman et al. 2015 (TRPO) and Spinning Up's TRPO both use δ = 0.01.
-    max_kl: float = field(0.01, "trust-region radius: max mean KL(old||new) per update")
+    max_kl: float = field(0.01, "trust-region radius: max mean KL(old||new) per update", gt=0)
     # Spinning Up TRPO damping_coeff.
-    damping: float = field(0.1, "multiple of the identity added to the Fisher in CG")
+    damping: float = field(0.1, "multiple of the identity added to the Fisher in CG", gt=0)
     # modular_rl / baselines residual_tol.
-    cg_tol: float = field(1e-10, "stop CG once the squared residual norm is below this")
+    cg_tol: float = field(1e-10, "stop CG once the squared residual norm is below this", ge=0)
     # modular_rl linesearch: fractions 0.5**k, accept_ratio 0.1.
-    backtrack_coeff: float = field(0.5, "line-search step fractions are backtrack_coeff**k")
-    accept_ratio: float = field(0.1, "min actual/expected surrogate improvement to accept a step")
+    backtrack_coeff: float = field(0.5, "line-search step fractions are backtrack_coeff**k", gt=0, lt=1)
+    accept_ratio: float = field(0.1, "min actual/expected surrogate improvement to accept a step", ge=0)
     # baselines' trpo_mpi accepts KL <= 1.5 max_kl: the quadratic model puts the full step's
     # KL at exactly max_kl, so 1.0 (Spinning Up) often wastes half the step on one backtrack.
-    kl_accept_factor: float = field(1.5, "accept a step whose mean KL <= kl_accept_factor * max_kl")
+    kl_accept_factor: float = field(1.5, "accept a step whose mean KL <= kl_accept_factor * max_kl", gt=0)
     # DeepMimic (Peng et al. 2018, Sec. 7): γ = 0.95, λ = 0.95.
-    gamma: float = field(0.95, "discount factor")
-    gae_lambda: float = field(0.95, "GAE lambda")
+    gamma: float = field(0.95, "discount factor", ge=0, le=1)
+    gae_lambda: float = field(0.95, "GAE lambda", ge=0, le=1)
     # Spinning Up TRPO vf_lr.
-    value_lr: float = field(1e-3, "Adam learning rate of the value fit (fit_value learning_rate=)")
+    value_lr: float = field(1e-3, "Adam learning rate of the value fit (fit_value learning_rate=)", gt=0)
     # Spinning Up / baselines cg_iters; modular_rl max_backtracks.
-    cg_iters: int = field(10, "max conjugate-gradient iterations", static=True)
-    backtrack_iters: int = field(10, "line-search step fractions tried: backtrack_coeff**k", static=True)
+    cg_iters: int = field(10, "max conjugate-gradient iterations", static=True, ge=1)
+    backtrack_iters: int = field(10, "line-search step fractions tried: backtrack_coeff**k", static=True, ge=1)
     # Our choice (baselines fits the value function for 3-5 epochs); not yet measured.
-    value_epochs: int = field(5, "value-fit epochs over the batch", static=True)
-    value_minibatches: int = field(8, "value-fit minibatches per epoch", static=True)
+    value_epochs: int = field(5, "value-fit epochs over the batch", static=True, ge=1)
+    value_minibatches: int = field(8, "value-fit minibatches per epoch (at most num_envs * horizon)", static=True, ge=1)
     # A stride, not a random subset, so it is static and deterministic; baselines' trpo_mpi
     # computes Fisher-vector products on every 5th sample.
-    fvp_subsample: int = field(1, "Fisher-vector products use every k-th sample (1 = all)", static=True)
+    fvp_subsample: int = field(1, "Fisher-vector products use every k-th sample (1 = all)", static=True, ge=1)
 
 
 @struct.dataclass
