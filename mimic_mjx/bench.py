@@ -325,7 +325,7 @@ class Bench:
             from mimic_mjx import train
 
             config = self.config_for(batch)
-            reward_config = config.reward.resolve()
+            reward_config = config.reward
             self.progress(f"[bench] batch {batch}: compiling the shared setup (train.init: reset_batch + networks) ...")
             start = time.perf_counter()
             compiled = jax.jit(lambda key: train.init(self.env, config, key, reward_config)).lower(
@@ -525,7 +525,7 @@ def run_sweep(bench: Bench, batch: int) -> dict:
     if batch % members:
         return _skipped("sweep", batch, f"batch {batch} is not a multiple of {members} members")
     config = bench.config_for(batch // members)
-    base = config.reward.resolve()
+    base = config.reward
     # Different pose scales, as a sweep would have; the cost does not depend on the values.
     rewards = reward_lib.stack_configs(
         [reward_lib.with_overrides(base, {"pose_scale": float(base.pose_scale) * 2.0**i}) for i in range(members)])

@@ -54,19 +54,24 @@ def _clip_line(row: dict) -> str:
 
 
 def _cmd_diagnose(args) -> int:
-    from mimic_mjx import config as cfglib
     from mimic_mjx import diagnose
-    from mimic_mjx import env as env_lib
+    from mimic_mjx import reward as reward_lib
+    from mimic_mjx import train as train_lib
 
-    overrides = cfglib.parse_overrides(args.set or [])
-    env_overrides = overrides.pop("env", {})
-    reward_overrides = overrides.pop("reward", {})
-    for key, value in overrides.items():  # bare FIELD=VALUE means a reward field
-        reward_overrides[key] = value
-    env_config = cfglib.from_dict(env_lib.EnvConfig, env_overrides, "--set env")
+    # The same loader and checks as `train`: a training config (or the defaults), then the
+    # flags as overrides; every input is refused here, before the environment is built.
+    reward = args.reward if args.reward is not None else (None if args.config else train_lib.DEFAULT_REWARD)
+    if reward is not None:
+        reward_lib.preset(reward)  # "unknown reward preset ..." names the flag's value
+    overrides = ([f"reward.preset={reward}"] if reward else []) + (
+        [f"env.motion={args.motion}"] if args.motion else []) + _diagnose_overrides(args.set or [])
+    config = train_lib.load_train_config(args.config, overrides)
+    diagnose.check_inputs(config.reward, args.envs, args.steps, args.scales)
+    train_lib.check_clip(config)
+    name = reward or next((n for n in reward_lib.PRESETS if reward_lib.preset(n) == config.reward), None)
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
     report = diagnose.diagnose(
-        args.motion, args.reward, reward_overrides, env_config, num_envs=args.envs, steps=args.steps,
+        config.env, config.reward, name or f"{args.config}'s reward", num_envs=args.envs, steps=args.steps,
         seed=args.seed, scales=args.scales, progress=progress,
     )  # fmt: skip
     if args.json:
@@ -74,6 +79,61 @@ def _cmd_diagnose(args) -> int:
     else:
         print(diagnose.format_report(report))
     return 0
+
+
+def _diagnose_overrides(items: list[str]) -> list[str]:
+    """`diagnose --set` items as `train --set` takes them: a bare FIELD=VALUE is reward.FIELD."""
+    from mimic_mjx import reward as reward_lib
+
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if sep and key and "." not in key:
+            if key not in reward_lib.RewardConfig.__dataclass_fields__:
+                raise MimicError(f"unknown reward field {key!r} (a bare FIELD=VALUE sets reward.FIELD: "
+                                 f"{', '.join(reward_lib.RewardConfig.__dataclass_fields__)}; other settings "
+                                 "take their section, e.g. env.rsi=false)")
+            item = f"reward.{key}={value}"
+        out.append(item)
+    return out
+
+
+def _cmd_config(args) -> int:
+    import yaml
+
+    from mimic_mjx import config as cfglib
+    from mimic_mjx import sweep as sweep_lib
+    from mimic_mjx import train as train_lib
+
+    if args.list:
+        print(config_markdown())
+        return 0
+    if args.sweep:
+        print(json.dumps({"sweepable_keys": sweep_lib.sweepable_keys()}, indent=2))
+        return 0
+    config = train_lib.load_train_config(args.config, args.set or [])
+    print(yaml.safe_dump(cfglib.to_dict(config), sort_keys=False, default_flow_style=None), end="")
+    return 0
+
+
+def config_markdown() -> str:
+    """The README's config reference: every key of a training config and of a sweep file
+    with its type, default, valid range and meaning, generated from the field declarations."""
+    from mimic_mjx import config as cfglib
+    from mimic_mjx import sweep as sweep_lib
+    from mimic_mjx import train as train_lib
+
+    return "\n".join([
+        "Training config (`mimic-mjx train --config FILE --set KEY=VALUE`; diagnose, eval and bench read the same "
+        "keys). Every float must also be finite; a value out of range is refused when the config is loaded.",
+        "",
+        cfglib.markdown_table(train_lib.TrainConfig, start=train_lib.TrainConfig()),
+        "Sweep file (`mimic-mjx sweep --config FILE --set KEY=VALUE`); a grid axis is one of "
+        + ", ".join(f"`{k}`" for k in sweep_lib.sweepable_keys()) + ".",
+        "",
+        cfglib.markdown_table(sweep_lib.SweepFile),
+    ])
 
 
 def _lazy(parser, module: str, adder: str, runner: str) -> None:
@@ -93,15 +153,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_clips)
 
     p = sub.add_parser("diagnose", help="reward and return scale under reference, zero and random policies")
-    p.add_argument("--motion", default="walk", help="clip name or path (default: walk)")
-    p.add_argument("--reward", default="deepmimic_paper", help="reward preset (deepmimic_paper, deepmimic_code, original_port)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="reward field (pose_scale=3 or reward.pose_scale=3) or env.FIELD=VALUE; repeatable")
+    p.add_argument("--config", default=None, help="training config (YAML or preset name) whose env and reward to "
+                   "diagnose (default: the built-in defaults)")
+    p.add_argument("--motion", default=None, help="clip name or path (sets env.motion; default: walk)")
+    p.add_argument("--reward", default=None, help="reward preset (sets reward.preset: deepmimic_paper, deepmimic_code, "
+                   "original_port; default: deepmimic_paper, or the --config's reward)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override as in `train --set` (reward.pose_scale=3, "
+                   "env.rsi=false); a bare FIELD=VALUE is a reward field; repeatable")
     p.add_argument("--scales", nargs="+", metavar="FIELD=V1,V2", help="re-score the same rollouts over this grid of reward fields")
     p.add_argument("--envs", type=int, default=16, help="environments per policy (default 16)")
     p.add_argument("--steps", type=int, default=90, help="control steps per environment (default 90 = 3 s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_diagnose)
+
+    p = sub.add_parser("config", help="print a resolved training config, or every config key with its range")
+    p.add_argument("--config", default=None, help="training config (YAML or preset name; default: the built-in defaults)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, as in `train --set`")
+    p.add_argument("--list", action="store_true", help="every key of a training config and a sweep file as markdown: "
+                   "type, default, valid range, meaning")
+    p.add_argument("--sweep", action="store_true", help="the keys a sweep grid may vary, as JSON")
+    p.set_defaults(func=_cmd_config)
 
     # The remaining commands live with the concept they run: `module.add_arguments(parser)`
     # declares the flags, `module.run_cli(args)` runs them. Only the invoked command's module

@@ -119,6 +119,16 @@ def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
     return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if f.init}
 
 
+def declared_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+    """`{name: (field, resolved type)}` of a config class (its metadata holds doc and range)."""
+    return dict(_fields(cls))
+
+
+def config_class(tp: Any) -> type | None:
+    """The config class of a field typed X or Optional[X], else None."""
+    return _config_class(tp)
+
+
 def _has_presets(cls: Any) -> bool:
     return isinstance(cls, type) and hasattr(cls, "from_preset") and hasattr(cls, "preset_names")
 
@@ -146,9 +156,16 @@ def _describe(tp: Any) -> str:
         plural = {bool: "bools", int: "ints", float: "floats", str: "strings"}.get(args[0])
         return f"a list of {plural}" if plural else f"a list, each item {_describe(args[0])}"
     if origin is dict:
-        return f"a mapping of keys to {_describe(args[1]).removeprefix('a ').removeprefix('an ')}"
+        return f"a mapping of keys to {_plural(args[1])}"
     names = {bool: "a bool (true or false)", int: "an int", float: "a float", str: "a string"}
     return names.get(tp, repr(tp))
+
+
+def _plural(tp: Any) -> str:
+    """'floats', 'lists of floats': what a mapping's values are, in the plural."""
+    if typing.get_origin(tp) is tuple:
+        return "lists of " + _plural(typing.get_args(tp)[0])
+    return {bool: "bools", int: "ints", float: "floats", str: "strings"}.get(tp, _describe(tp))
 
 
 def _flatten(value: Mapping, prefix: str = "") -> dict:
@@ -194,7 +211,13 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise _Mismatch
-        return {k: _convert(args[1], v, f"{key}.{k}", source) for k, v in _flatten(value).items()}
+        out = {}
+        for k, v in _flatten(value).items():
+            try:
+                out[k] = _convert(args[1], v, f"{key}.{k}", source)
+            except _Mismatch:  # name the entry, not the whole mapping
+                raise MimicError(f"{source}: '{key}.{k}' must be {_describe(args[1])}, got {_show(v)}") from None
+        return out
     if tp in _ACCEPTS:
         # bool subclasses int, but `true` for a count or a weight is a mistake, not a 1.
         if isinstance(value, _ACCEPTS[tp]) and (tp is bool or not isinstance(value, _ACCEPTS[bool])):
@@ -450,7 +473,8 @@ def save_config(obj: Any, path: str | pathlib.Path) -> None:
 
 def field_docs(cls: type, prefix: str = "", start: Any = None) -> list[tuple[str, str, Any, str, str]]:
     """`(dotted key, type words, default, range words, doc)` for every leaf field (and each
-    preset section's `preset` key), for `--help` output and the README's config table."""
+    preset section's `preset` key), for `--help` output and the README's config table.
+    A required field's default is `dataclasses.MISSING`."""
     rows = []
     if _has_presets(cls):
         names = ", ".join(cls.preset_names())
@@ -464,7 +488,7 @@ def field_docs(cls: type, prefix: str = "", start: Any = None) -> list[tuple[str
         if sub is not None and typing.get_origin(tp) not in (Union, types.UnionType):
             rows += field_docs(sub, f"{prefix}{name}.", default if isinstance(default, sub) else None)
         else:
-            shown = None if default is dataclasses.MISSING else to_dict(default)
+            shown = default if default is dataclasses.MISSING else to_dict(default)
             rows.append((f"{prefix}{name}", _describe(tp), shown, range_text(f), f.metadata.get("doc", "")))
     return rows
 

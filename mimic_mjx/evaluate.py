@@ -162,7 +162,7 @@ def summarize(scores: EpisodeScores, full_steps: int) -> dict[str, jax.Array]:
 
 def eval_env(config: train_lib.TrainConfig, rsi: bool = False) -> env_lib.ImitationEnv:
     """The run's environment, RSI off by default (episodes start at clip time 0)."""
-    return env_lib.ImitationEnv(config.env.replace(rsi=rsi), reward_config=config.reward.resolve())
+    return env_lib.ImitationEnv(config.env.replace(rsi=rsi), reward_config=config.reward)
 
 
 def make_evaluation(env: env_lib.ImitationEnv, config: train_lib.TrainConfig, episodes: int):
@@ -213,7 +213,7 @@ def evaluate(source: str | pathlib.Path, episodes: int = DEFAULT_EPISODES, seed:
     bundle = policy_lib.load(str(source))
     config = bundle.config
     env = eval_env(config, rsi=rsi)
-    metrics = evaluate_params(bundle.policy_params, bundle.normalizer, config.reward.resolve(), config,
+    metrics = evaluate_params(bundle.policy_params, bundle.normalizer, config.reward, config,
                               episodes, seed, env)
     metrics.update(iteration=bundle.iteration, env_steps=bundle.env_steps, rsi=rsi, episodes=episodes)
     return metrics

@@ -50,7 +50,7 @@ def shipped() -> list[str]:
 def make_env(bundle: PolicyBundle, rsi: bool = False) -> env_lib.ImitationEnv:
     """The bundle's environment; RSI off by default (episodes start at clip time 0)."""
     config = bundle.config
-    return env_lib.ImitationEnv(config.env.replace(rsi=rsi), reward_config=config.reward.resolve())
+    return env_lib.ImitationEnv(config.env.replace(rsi=rsi), reward_config=config.reward)
 
 
 def act(bundle: PolicyBundle, env: env_lib.ImitationEnv) -> Callable[[jax.Array], jax.Array]:
@@ -66,7 +66,7 @@ def act(bundle: PolicyBundle, env: env_lib.ImitationEnv) -> Callable[[jax.Array]
 
 def _template(config: train_lib.TrainConfig) -> dict:
     """Shapes of what a policy file holds under `config` (no compute)."""
-    env = env_lib.ImitationEnv(config.env, reward_config=config.reward.resolve())
+    env = env_lib.ImitationEnv(config.env, reward_config=config.reward)
     policy, _ = train_lib.make_networks(env, config)
     dummy = jnp.zeros((1, env.observation_size))
     return {

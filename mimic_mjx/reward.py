@@ -137,11 +137,6 @@ class RewardConfig:
     def preset_names(cls) -> tuple[str, ...]:
         return PRESETS
 
-    def resolve(self) -> "RewardConfig":
-        """This config, validated. Kept for callers written against the removed
-        `train.RewardSpec` (`config.reward.resolve()`); `config.reward` is the config now."""
-        return validate(self)
-
 
 _FIELDS = tuple(RewardConfig.__dataclass_fields__)
 # Below this fraction of its maximum per step a reward gives no learning signal; one

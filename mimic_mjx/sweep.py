@@ -101,8 +101,8 @@ def sweepable_keys() -> list[str]:
     """The dotted train keys a grid may vary: the float leaves of the vmapped sections."""
     keys = []
     for section in VMAPPED_SECTIONS:
-        cls = cfglib._config_class(cfglib._fields(train_lib.TrainConfig)[section][1])
-        keys += [f"{section}.{name}" for name, (f, tp) in cfglib._fields(cls).items()
+        cls = cfglib.config_class(cfglib.declared_fields(train_lib.TrainConfig)[section][1])
+        keys += [f"{section}.{name}" for name, (f, tp) in cfglib.declared_fields(cls).items()
                  if tp is float and f.metadata.get("pytree_node", True)]
     return keys
 
@@ -111,13 +111,13 @@ def _check_key(source: str, where: str, key: str) -> None:
     """A one-line error unless `key` is a sweepable train key, with the likely fix."""
     if key in sweepable_keys():
         return
-    reward_fields = cfglib._fields(reward_lib.RewardConfig)
+    reward_fields = cfglib.declared_fields(reward_lib.RewardConfig)
     if key in reward_fields:
         raise MimicError(f"{source}: '{where}' is not a train key; name it as `train --set` does: 'reward.{key}'")
     section, _, name = key.partition(".")
-    train_fields = cfglib._fields(train_lib.TrainConfig)
-    sub = cfglib._config_class(train_fields[section][1]) if section in train_fields else None
-    if (sub is not None and name in cfglib._fields(sub)) or (not name and section in train_fields):
+    train_fields = cfglib.declared_fields(train_lib.TrainConfig)
+    sub = cfglib.config_class(train_fields[section][1]) if section in train_fields else None
+    if (sub is not None and name in cfglib.declared_fields(sub)) or (not name and section in train_fields):
         raise MimicError(f"{source}: '{where}' cannot vary across members: only reward.* and float trpo.* "
                          f"numbers are leaves of the trained state; '{key}' fixes shapes, loop counts or the "
                          "environment, so it is one value for the whole sweep (set it with 'set')")
@@ -216,7 +216,7 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     installed). Returns {"compiles": how many programs the jitted iteration compiled (its jit
     cache size: 1 however many members), "results": [...], "state": the stacked state}.
     """
-    out = train_lib.check_run_dir(out_dir, resume=False, what="sweep")
+    out = train_lib.check_run_dir(out_dir, resume=False, what="sweep", can_resume=False)
     out.mkdir(parents=True, exist_ok=True)
     env, _ = train_lib.build_env(sweep.base)
     eval_env = eval_lib.eval_env(sweep.base)
@@ -320,7 +320,7 @@ def extract(sweep_dir: str | pathlib.Path, member: int, out_dir: str | pathlib.P
     `mimic-mjx eval OUT` and `mimic-mjx train --resume --out OUT` then work on it.
     """
     sweep_dir = pathlib.Path(sweep_dir)
-    out = train_lib.check_run_dir(out_dir, resume=False)
+    out = train_lib.check_run_dir(out_dir, resume=False, can_resume=False)
     info_path = sweep_dir / "sweep.json"
     if not info_path.exists():
         raise MimicError(f"{sweep_dir}: not a sweep directory (no sweep.json)")
@@ -363,7 +363,7 @@ def run_cli(args) -> int:
     # Every input is checked here, before an environment is built or a program compiled.
     sweep = load_sweep(args.config, args.overrides)
     out = args.out or str(pathlib.Path("runs") / f"sweep_{pathlib.Path(args.config).stem}")
-    train_lib.check_run_dir(out, resume=False, what="sweep")
+    train_lib.check_run_dir(out, resume=False, what="sweep", can_resume=False)
     train_lib.check_clip(sweep.base)
     train_lib.enable_compile_cache()
     run(sweep, out, progress=lambda line: print(line, flush=True))

@@ -608,7 +608,8 @@ def load_train_config(path: str | pathlib.Path | None, overrides: list[str]) -> 
     return cfglib.load_config(TrainConfig, path, overrides)
 
 
-def check_run_dir(run_dir: str | pathlib.Path, resume: bool, what: str = "training run") -> pathlib.Path:
+def check_run_dir(run_dir: str | pathlib.Path, resume: bool, what: str = "training run",
+                  can_resume: bool = True) -> pathlib.Path:
     """Refuse an output directory that cannot be used, before any environment is built:
     a path that is (or lies under) a file, a run to resume that has no checkpoint, or a
     fresh run into a directory that already holds one."""
@@ -623,7 +624,8 @@ def check_run_dir(run_dir: str | pathlib.Path, resume: bool, what: str = "traini
     if resume and not has_checkpoint:
         raise MimicError(f"--out {run_dir}: no checkpoint to resume (start it without --resume)")
     if not resume and has_checkpoint:
-        raise MimicError(f"--out {run_dir}: already holds a {what}; pass --resume or choose another --out")
+        hint = "pass --resume or choose another --out" if can_resume else "choose another --out"
+        raise MimicError(f"--out {run_dir}: already holds a {what}; {hint}")
     return run_dir
 
 

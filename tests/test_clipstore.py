@@ -1,6 +1,7 @@
 """Clip lookup by name or path; fetching is faked, so no test touches the network or ~/.cache."""
 
 import os
+import pathlib
 import subprocess
 import zipfile
 
@@ -147,6 +148,31 @@ def test_unknown_name_with_populated_cache_does_not_fetch(tmp_path):
     with pytest.raises(MimicError) as err:
         clipstore.find_clip("wakl")
     assert "clips found: run, walk;" in str(err.value) and "fetching" not in str(err.value)
+
+
+def test_a_name_deepmimic_does_not_ship_never_fetches(tmp_path, monkeypatch):
+    """Clips in MIMIC_MJX_CLIPS, an empty cache: a typo fails at once (the autouse fixture's
+    download raises AssertionError if called), naming the clips found and where it looked."""
+    mine = write_clips(tmp_path / "mine", "walk", "run")
+    monkeypatch.setenv("MIMIC_MJX_CLIPS", str(mine))
+    with pytest.raises(MimicError) as err:
+        clipstore.find_clip("moonwalk_xyz")
+    assert str(err.value) == (
+        f"clip 'moonwalk_xyz' not found: looked for humanoid3d_moonwalk_xyz.txt in {mine}, {tmp_path / 'cache'}; "
+        "clips found: run, walk; set MIMIC_MJX_CLIPS to a folder of humanoid3d_*.txt files or pass a clip file path")
+    assert not (tmp_path / "cache").exists()
+    # No clips anywhere: still no fetch, and the message says which names a fetch could give.
+    monkeypatch.delenv("MIMIC_MJX_CLIPS")
+    with pytest.raises(MimicError, match=r"no clips found \(only DeepMimic's own clips can be fetched: backflip, "):
+        clipstore.find_clip("moonwalk_xyz")
+
+
+def test_deepmimic_names_are_the_shipped_clips():
+    shipped = sorted(p.name for p in (pathlib.Path(__file__).resolve().parents[2] / "shared" / "deepmimic" / "motions")
+                     .glob("humanoid3d_*.txt"))
+    if not shipped:
+        pytest.skip("../shared/deepmimic/motions is not here")
+    assert [clipstore.clip_name(n) for n in shipped] == sorted(clipstore.DEEPMIMIC_CLIPS)
 
 
 def test_download_wheel_runs_pip_and_reports_its_last_error(tmp_path, monkeypatch):

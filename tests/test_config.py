@@ -187,5 +187,286 @@ def test_flax_struct_dataclass_with_static_field(tmp_path):
 
 def test_field_docs():
     rows = config.field_docs(Run)
-    assert ("trpo.max_kl", "a float", 0.01, "KL trust-region radius") in rows
-    assert ("hidden", "a list of ints", [64, 64], "policy hidden widths") in rows
+    assert ("trpo.max_kl", "a float", 0.01, "", "KL trust-region radius") in rows
+    assert ("hidden", "a list of ints", [64, 64], "", "policy hidden widths") in rows
+
+
+# ------------------------------------------------------------------ declared ranges
+
+
+@struct.dataclass
+class Ranged:
+    kl: float = config.field(0.01, "trust region", gt=0)
+    gamma: float = config.field(0.9, "discount", ge=0, le=1)
+    frac: float = config.field(0.5, "fraction", gt=0, lt=1)
+    form: float = config.field(0.0, "switch", choices=(0, 1, 2))
+    mode: str = config.field("pd", "control", static=True, choices=("pd", "torque"))
+    widths: tuple[int, ...] = config.field((8,), "widths", static=True, ge=1)
+    limit: Optional[float] = config.field(None, "minutes; null: none", static=True, gt=0)
+    free: float = config.field(0.0, "any finite number")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("kl=-0.01", "--set: kl must be > 0, got -0.01"),
+    ("kl=0", "--set: kl must be > 0, got 0.0"),
+    ("gamma=1.5", "--set: gamma must be in [0, 1], got 1.5"),
+    ("frac=1", "--set: frac must be in (0, 1), got 1.0"),
+    ("form=3", "--set: form must be one of 0, 1, 2, got 3.0"),
+    ("mode=velocity", "--set: mode must be one of pd, torque, got 'velocity'"),
+    ("widths=[8, 0]", "--set: widths must be >= 1, got [8, 0]"),
+    ("limit=0", "--set: limit must be > 0, got 0.0"),
+    ("free=.nan", "--set: free must be finite, got nan"),
+    ("kl=.inf", "--set: kl must be finite, got inf"),
+])
+def test_range_is_checked_at_load_with_one_line(override, message):
+    with pytest.raises(MimicError) as err:
+        config.load_config(Ranged, None, [override])
+    assert str(err.value) == message
+
+
+def test_range_bounds_are_inclusive_or_exclusive_as_declared(tmp_path):
+    cfg = config.load_config(Ranged, None, ["gamma=0", "kl=1e-9", "form=2", "limit=null", "widths=[]", "free=-3"])
+    assert (cfg.gamma, cfg.kl, cfg.form, cfg.limit, cfg.widths, cfg.free) == (0.0, 1e-9, 2.0, None, (), -3.0)
+    path = tmp_path / "r.yaml"
+    path.write_text("gamma: 1.0\nkl: -1\n")
+    with pytest.raises(MimicError, match=r"^.*r.yaml: kl must be > 0, got -1.0$"):
+        config.load_config(Ranged, path, [])
+
+
+def test_validate_checks_built_and_stacked_configs():
+    assert config.validate(Ranged()) == Ranged()
+    with pytest.raises(MimicError, match=r"^kl must be > 0, got -1.0$"):
+        config.validate(Ranged(kl=-1.0))
+    stacked = Ranged(kl=np.array([0.1, 0.0]))  # a sweep's stacked leaves
+    with pytest.raises(MimicError, match=r"^x.kl must be > 0, got \[0.1, 0.0\]$"):
+        config.validate(stacked, prefix="x.")
+    with pytest.raises(MimicError, match=r"^--set: form must be one of 0, 1, 2"):
+        config.validate(Ranged(form=jnp.float32(0.5)), source="--set")
+
+
+def test_range_text():
+    fields = {f.name: f for f in dataclasses.fields(Ranged)}
+    assert [config.range_text(fields[n]) for n in ("kl", "gamma", "frac", "form", "mode", "free")] == [
+        "> 0", "in [0, 1]", "in (0, 1)", "one of 0, 1, 2", "one of pd, torque", ""]
+
+
+def _trpo_reward_env_train():
+    from mimic_mjx import env as env_lib
+    from mimic_mjx import reward as reward_lib
+    from mimic_mjx import train
+    from mimic_mjx import trpo
+
+    return env_lib, reward_lib, train, trpo
+
+
+@pytest.mark.parametrize("override, message", [
+    # TrpoConfig
+    ("trpo.max_kl=-0.01", "trpo.max_kl must be > 0, got -0.01"),
+    ("trpo.max_kl=0", "trpo.max_kl must be > 0, got 0.0"),
+    ("trpo.damping=0", "trpo.damping must be > 0, got 0.0"),
+    ("trpo.value_lr=-1e-3", "trpo.value_lr must be > 0, got -0.001"),
+    ("trpo.gamma=1.01", "trpo.gamma must be in [0, 1], got 1.01"),
+    ("trpo.backtrack_coeff=1", "trpo.backtrack_coeff must be in (0, 1), got 1.0"),
+    ("trpo.cg_iters=0", "trpo.cg_iters must be >= 1, got 0"),
+    # RewardConfig
+    ("reward.pose_scale=-1", "reward.pose_scale must be >= 0, got -1.0"),
+    ("reward.pose_weight=-0.5", "reward.pose_weight must be >= 0, got -0.5"),
+    ("reward.form=3", "reward.form must be one of 0, 1, 2, got 3.0"),
+    ("reward.com_source=0.5", "reward.com_source must be one of 0, 1, got 0.5"),
+    ("reward.alive_bonus=.nan", "reward.alive_bonus must be finite, got nan"),
+    # EnvConfig
+    ("env.episode_seconds=0", "env.episode_seconds must be > 0, got 0.0"),
+    ("env.future_frames=[1, 0]", "env.future_frames must be >= 1, got [1, 0]"),
+    ("env.physics=gpu", "env.physics must be one of auto, mjx, native, got 'gpu'"),
+    ("env.control=velocity", "env.control must be one of pd, torque, got 'velocity'"),
+    ("env.physics_threads=-1", "env.physics_threads must be >= 0, got -1"),
+    # NetworkConfig and TrainConfig
+    ("network.policy_hidden=[64, 0]", "network.policy_hidden must be >= 1, got [64, 0]"),
+    ("num_envs=0", "num_envs must be >= 1, got 0"),
+    ("horizon=-3", "horizon must be >= 1, got -3"),
+    ("iterations=0", "iterations must be >= 1, got 0"),
+    ("checkpoint_every=0", "checkpoint_every must be >= 1, got 0"),
+    ("time_limit_minutes=0", "time_limit_minutes must be > 0, got 0.0"),
+])
+def test_train_config_ranges(override, message):
+    _, _, train, _ = _trpo_reward_env_train()
+    with pytest.raises(MimicError) as err:
+        train.load_train_config(None, [override])
+    assert str(err.value) == f"--set: {message}"
+
+
+def test_every_shipped_default_and_preset_is_in_range():
+    env_lib, reward_lib, train, trpo = _trpo_reward_env_train()
+    config.validate(train.TrainConfig())
+    for name in reward_lib.PRESETS:
+        reward_lib.validate(reward_lib.preset(name))
+    for name in ("walk", "walk_cpu", "cpu_tiny", "run", "jump", "backflip", "spinkick"):
+        train.resolve_defaults(train.load_train_config(name, []), "cpu")
+
+
+def test_resolve_defaults_checks_a_config_built_in_code():
+    _, _, train, _ = _trpo_reward_env_train()
+    config_ = train.TrainConfig()
+    with pytest.raises(MimicError, match=r"^trpo.max_kl must be > 0, got -1.0$"):
+        train.resolve_defaults(config_.replace(trpo=config_.trpo.replace(max_kl=-1.0)), "cpu")
+    with pytest.raises(MimicError, match=r"^reward.pose_scale must be >= 0, got -2.0$"):
+        train.resolve_defaults(config_.replace(reward=config_.reward.replace(pose_scale=-2.0)), "cpu")
+
+
+# ------------------------------------------------------- the reward section is RewardConfig
+
+# A run directory's config.yaml as written before the reward section was the RewardConfig
+# itself (runs/walk_cpu/config.yaml, commit e804c92): null overrides mean the preset's value.
+OLD_RUN_CONFIG = """\
+env:
+  motion: walk
+  control: pd
+  rsi: true
+  early_termination: true
+  fall_contact: non_feet
+  episode_seconds: 20.0
+  min_root_height: 0.3
+  future_frames: []
+  physics: native
+  physics_threads: 0
+  action_offset: reference
+reward: {preset: deepmimic_paper, pose_weight: null, pose_scale: null, velocity_weight: null,
+  velocity_scale: null, end_effector_weight: null, end_effector_scale: null, root_weight: null,
+  root_scale: null, com_weight: null, com_scale: null, joint_abs_weight: null, joint_abs_scale: null,
+  form: null, joint_weighting: null, com_source: null, normalize_per_joint: null,
+  output_scale: null, alive_bonus: null, action_penalty: null}
+trpo: {max_kl: 0.05, damping: 0.1, cg_tol: 1.0e-10, backtrack_coeff: 0.5, accept_ratio: 0.1,
+  kl_accept_factor: 1.5, gamma: 0.95, gae_lambda: 0.95, value_lr: 0.001, cg_iters: 10,
+  backtrack_iters: 10, value_epochs: 5, value_minibatches: 8, fvp_subsample: 1}
+network:
+  policy_hidden: [256, 256]
+  value_hidden: [256, 256]
+  init_log_std: -3.0
+num_envs: 64
+horizon: 64
+iterations: 10000
+seed: 0
+checkpoint_every: 100
+keep_checkpoints: 3
+time_limit_minutes: 115.0
+"""
+
+
+def test_old_run_directory_config_still_loads(tmp_path):
+    _, reward_lib, train, _ = _trpo_reward_env_train()
+    path = tmp_path / "config.yaml"
+    path.write_text(OLD_RUN_CONFIG)
+    loaded = config.load_config(train.TrainConfig, path, [])
+    assert loaded.reward == reward_lib.preset("deepmimic_paper")
+    assert loaded.trpo.max_kl == 0.05 and loaded.num_envs == 64 and loaded.time_limit_minutes == 115.0
+    # A null override beside a set one: the set one wins, the null keeps the preset's value.
+    partial = config.load_config(train.TrainConfig, path, ["reward.pose_scale=3", "reward.com_scale=null"])
+    assert (partial.reward.pose_scale, partial.reward.com_scale) == (3.0, 10.0)
+    # Saved again, it holds every resolved number and loads back to the same config.
+    config.save_config(loaded, tmp_path / "new" / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())
+    assert saved["reward"]["pose_scale"] == 2.0 and "preset" not in saved["reward"]
+    assert config.load_config(train.TrainConfig, tmp_path / "new" / "config.yaml", []) == loaded
+
+
+def test_reward_is_a_preset_plus_its_own_fields(tmp_path):
+    _, reward_lib, train, _ = _trpo_reward_env_train()
+    assert not hasattr(train, "RewardSpec")
+    assert config.config_class(config.declared_fields(train.TrainConfig)["reward"][1]) is reward_lib.RewardConfig
+    path = tmp_path / "r.yaml"
+    path.write_text("reward: {preset: deepmimic_code, pose_scale: 3}\n")
+    code = train.load_train_config(path, [])
+    assert code.reward == reward_lib.preset("deepmimic_code").replace(pose_scale=3.0)
+    # A preset in a later layer starts the section afresh (the file's pose_scale goes); fields
+    # in the same layer apply on top whatever their order.
+    paper = train.load_train_config(path, ["reward.pose_scale=5", "reward.preset=deepmimic_paper"])
+    assert paper.reward == reward_lib.preset("deepmimic_paper").replace(pose_scale=5.0)
+    assert train.load_train_config(path, ["reward.preset=original_port"]).reward == reward_lib.preset("original_port")
+    # ... so `--resume --set reward.preset=...` on a saved config (every number set) takes effect.
+    config.save_config(code, tmp_path / "run" / "config.yaml")
+    resumed = train.load_train_config(tmp_path / "run" / "config.yaml", ["reward.preset=deepmimic_paper"])
+    assert resumed.reward == reward_lib.preset("deepmimic_paper")
+    # A base file's fields survive a child that sets fields but no preset.
+    (tmp_path / "child.yaml").write_text("base: r.yaml\nreward: {velocity_scale: 0.5}\n")
+    child = train.load_train_config(tmp_path / "child.yaml", [])
+    assert (child.reward.pose_scale, child.reward.velocity_scale, child.reward.root_weight) == (3.0, 0.5, pytest.approx(0.2))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("reward.preset=nope", "--set: unknown reward preset 'nope' (known: deepmimic_paper, deepmimic_code, original_port)"),
+    ("reward.preset=3", "--set: 'reward.preset' must be a preset name (deepmimic_paper, deepmimic_code, original_port), got 3"),
+    ("reward.pose_scal=1", "--set: unknown key 'reward.pose_scal' (valid keys under 'reward': preset, pose_weight,"),
+])
+def test_reward_section_errors(override, message):
+    _, _, train, _ = _trpo_reward_env_train()
+    with pytest.raises(MimicError) as err:
+        train.load_train_config(None, [override])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_replace_applies_dotted_overrides_with_the_loaders_checks():
+    _, reward_lib, train, _ = _trpo_reward_env_train()
+    base = train.TrainConfig()
+    got = config.replace(base, {"reward.pose_scale": 4, "trpo.max_kl": 0.02}, "member 0")
+    assert got.reward == base.reward.replace(pose_scale=4.0) and got.trpo == base.trpo.replace(max_kl=0.02)
+    with pytest.raises(MimicError, match=r"^member 0: trpo.max_kl must be > 0, got -1.0$"):
+        config.replace(base, {"trpo.max_kl": -1}, "member 0")
+
+
+# ------------------------------------------------------------------- dict fields
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    name: str = config.field(dataclasses.MISSING, "required")
+    grid: Optional[dict[str, tuple[float, ...]]] = config.field(None, "axes")
+
+
+def test_dict_fields_flatten_dotted_and_nested_keys(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: x\ngrid:\n  reward.pose_scale: [1e-3, 2]\n  trpo: {max_kl: [0.01]}\n")
+    cfg = config.load_config(Grid, path, ["grid.reward.end_effector_scale=[10]"])
+    assert cfg.grid == {"reward.pose_scale": (1e-3, 2.0), "trpo.max_kl": (0.01,), "reward.end_effector_scale": (10.0,)}
+    with pytest.raises(MimicError, match=r"'grid' must be a mapping of keys to lists of floats or null, got 3$"):
+        config.load_config(Grid, path, ["grid=3"])
+    with pytest.raises(MimicError, match=r"g.yaml: missing required key 'name'$"):
+        path.write_text("grid: {}\n")
+        config.load_config(Grid, path, [])
+
+
+def test_binary_config_file_is_one_line(tmp_path):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(MimicError, match=r"bin.yaml: not a YAML file \(its bytes are not UTF-8 text\)$"):
+        config.load_config(Run, path, [])
+
+
+# ------------------------------------------------------------ the README's config table
+
+README = __import__("pathlib").Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- config-reference:begin (mimic-mjx config --list) -->", "<!-- config-reference:end -->"
+
+
+def test_config_reference_lists_every_key_with_its_declared_range():
+    from mimic_mjx import cli, sweep, train
+
+    text = cli.config_markdown()
+    for cls, start in ((train.TrainConfig, train.TrainConfig()), (sweep.SweepFile, None)):
+        table = config.markdown_table(cls, start=start)
+        assert table in text
+        rows = {line.split(" | ")[0].strip("| `"): line for line in table.splitlines() if line.startswith("| `")}
+        for key, _, _, valid, doc in config.field_docs(cls, start=start):
+            assert f"| {valid or 'any'} |" in rows[key] and doc.replace("|", "\\|") in rows[key], key
+        assert len(rows) == len(config.field_docs(cls, start=start))
+    assert "| `trpo.max_kl` | a float | 0.01 | > 0 |" in text
+    assert "| `reward.preset` | a string | deepmimic_paper | one of deepmimic_paper, deepmimic_code, original_port |" in text
+
+
+def test_readme_config_reference_is_the_generated_one():
+    """The README's config section is `mimic-mjx config --list`, pasted between the markers."""
+    from mimic_mjx import cli
+
+    readme = README.read_text()
+    assert BEGIN in readme and END in readme, f"README.md lacks the markers {BEGIN} ... {END}"
+    pasted = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert pasted == cli.config_markdown().strip(), "README's config reference is stale: paste `mimic-mjx config --list`"

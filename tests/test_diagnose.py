@@ -96,7 +96,7 @@ def test_cli_json_shape():
     [
         (["--reward", "nope"], "error: unknown reward preset 'nope' (known: deepmimic_paper, deepmimic_code, original_port)"),
         (["--set", "pose_scal=1"], "error: unknown reward field 'pose_scal'"),
-        (["--set", "env.early_terminaton=false"], "error: --set env: unknown key 'early_terminaton'"),
+        (["--set", "env.early_terminaton=false"], "error: --set: unknown key 'env.early_terminaton'"),
         (["--scales", "pose_scale"], "error: --scales 'pose_scale': expected FIELD=V1,V2,..."),
     ],
 )

@@ -112,13 +112,29 @@ def test_reference_policy_survives_longer_than_zero_and_random(walk_rollouts):
 
 
 def test_reward_is_zero_on_the_terminating_step_and_bounded(walk_rollouts, walk_env):
+    """env.step's own rewards (what training and diagnose read), not a re-scoring that could
+    zero the terminating steps itself."""
     from mimic_mjx import diagnose
+    from mimic_mjx import reward as reward_lib
 
     rollouts, _ = walk_rollouts
-    rewards, _ = diagnose.step_rewards(rollouts, walk_env.reward_config)
-    rewards = np.asarray(rewards)
-    assert np.all(rewards[np.asarray(rollouts.terminated)] == 0)
-    assert rewards.min() >= 0 and rewards.max() <= 1.0 + 1e-6
+    rewards, terminated = np.asarray(rollouts.rewards), np.asarray(rollouts.terminated)
+    assert terminated.any()  # the window has falls, so the checks below are not vacuous
+    # The same steps scored from their raw errors: terminating steps that would have earned
+    # > 0, so the zeros below are env.step's rule at work, not poses too bad to score.
+    raw, _ = reward_lib.reward_from_errors(rollouts.errors, rollouts.actions, walk_env.reward_config)
+    raw = np.asarray(raw)
+    assert np.any(raw[terminated] > 1e-3)
+    assert np.all(rewards[terminated] == 0)
+    for name, term in rollouts.reward_terms.items():
+        assert np.all(np.asarray(term)[terminated] == 0), name
+    np.testing.assert_allclose(rewards[~terminated], raw[~terminated], rtol=1e-5, atol=1e-7)
+    # deepmimic_paper: each step in [0, sum of weights = 1].
+    assert rewards.min() >= 0 and rewards.max() <= float(reward_lib.max_reward(walk_env.reward_config)) + 1e-6
+    # diagnose's re-scoring applies the same rule: under the env's own config it gives
+    # env.step's rewards back.
+    rescored, _ = diagnose.step_rewards(rollouts, walk_env.reward_config)
+    np.testing.assert_allclose(np.asarray(rescored), rewards, rtol=1e-5, atol=1e-7)
 
 
 def test_wrong_action_shapes_are_one_line_errors(walk_env, walk_reset):

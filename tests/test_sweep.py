@@ -15,7 +15,7 @@ train: cpu_tiny
 set: [horizon=8, "network.policy_hidden=[16, 16]", "network.value_hidden=[16, 16]", trpo.value_minibatches=2,
       env.episode_seconds=0.5, checkpoint_every=2]
 grid:
-  pose_scale: [2.0, 8.0]
+  reward.pose_scale: [2.0, 8.0]
 seeds: [3]
 num_envs: 4
 iterations: 2
@@ -82,17 +82,106 @@ def test_outputs_and_extract(swept, tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("train: cpu_tiny\ngrid: {pose_scal: [1, 2]}\n", "'grid.pose_scal' is not a RewardConfig field"),
-        ("train: cpu_tiny\ngrid: {pose_scale: []}\n", "'grid.pose_scale' has no members"),
+        ("train: cpu_tiny\ngrid: {reward.pose_scal: [1, 2]}\n", "'grid.reward.pose_scal' is not a key a sweep can vary"),
+        ("train: cpu_tiny\ngrid: {pose_scale: [1, 2]}\n",
+         "'grid.pose_scale' is not a train key; name it as `train --set` does: 'reward.pose_scale'"),
+        ("train: cpu_tiny\ngrid: {trpo.cg_iters: [5, 10]}\n", "'grid.trpo.cg_iters' cannot vary across members"),
+        ("train: cpu_tiny\ngrid: {env.min_root_height: [0.2]}\n", "'grid.env.min_root_height' cannot vary across members"),
+        ("train: cpu_tiny\ngrid: {num_envs: [4, 8]}\n", "'grid.num_envs' cannot vary across members"),
+        ("train: cpu_tiny\ngrid: {reward.pose_scale: []}\n", "'grid.reward.pose_scale' has no members"),
         ("train: cpu_tiny\ngrid: {}\n", "'grid' has no members"),
         ("train: cpu_tiny\nmembers: []\n", "'members' has no members"),
-        ("train: cpu_tiny\ngrid: {pose_scale: [1]}\nbogus: 1\n", "unknown key 'bogus'"),
-        ("train: cpu_tiny\ngrid: {pose_scale: [a]}\n", "'grid.pose_scale' must be a number"),
+        ("train: cpu_tiny\n", "give exactly one of 'grid' or 'members'"),
+        ("grid: {reward.pose_scale: [1]}\n", "missing required key 'train'"),
+        ("train: cpu_tiny\ngrid: {reward.pose_scale: [1]}\nbogus: 1\n", "unknown key 'bogus'"),
+        ("train: cpu_tiny\ngrid: {reward.pose_scale: [a]}\n",
+         "'grid.reward.pose_scale' must be a list of floats, got ['a']"),
+        ("train: cpu_tiny\ngrid: {reward.pose_scale: [1]}\nseeds: []\n", "'seeds' has no members"),
+        ("train: cpu_tiny\ngrid: {reward.pose_scale: [1]}\neval_every: 0\n", "eval_every must be >= 1, got 0"),
+        ("train: cpu_tiny\ngrid: {reward.pose_scale: [1]}\nnum_envs: 0\n", "num_envs must be >= 1, got 0"),
+        # Duplicate keys and 1e-3 go through the project's YAML reader (case 6).
+        ("train: cpu_tiny\ngrid:\n  reward.pose_scale: [1]\n  reward.pose_scale: [2]\n",
+         "malformed YAML at line 4: duplicate key 'reward.pose_scale'"),
+        # A grid value out of its field's declared range.
+        ("train: cpu_tiny\ngrid: {trpo.max_kl: [0.01, -0.01]}\n",
+         "member 1 (trpo.max_kl=-0.01 seed=0): trpo.max_kl must be > 0, got -0.01"),
+        ("train: cpu_tiny\ngrid: {reward.form: [0, 3]}\n", "reward.form must be one of 0, 1, 2, got 3.0"),
+        ("train: cpu_tiny\nmembers: [{reward.pose_scale: -1}]\n", "reward.pose_scale must be >= 0, got -1.0"),
     ],
 )
 def test_bad_sweep_files_are_one_line(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(MimicError, match=message) as info:
+    with pytest.raises(MimicError) as info:
         sweep_lib.load_sweep(path)
+    assert message in str(info.value) and str(info.value).startswith(str(path))
     assert "\n" not in str(info.value)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_grid_takes_train_keys_reward_and_trpo(tmp_path):
+    path = _write(tmp_path, "train: cpu_tiny\ngrid:\n  reward.pose_scale: [1e-3, 2]\n  trpo.max_kl: [0.01, 0.05]\n"
+                            "seeds: [0, 1]\n")
+    sweep = sweep_lib.load_sweep(path)
+    assert len(sweep.members) == 8
+    first, last = sweep.members[0], sweep.members[-1]
+    # 1e-3 is a float (the project's YAML reader), not the string PyYAML makes of it.
+    assert first.overrides == {"reward.pose_scale": 1e-3, "trpo.max_kl": 0.01} and first.seed == 0
+    assert last.overrides == {"reward.pose_scale": 2.0, "trpo.max_kl": 0.05} and last.seed == 1
+    config = sweep.member_config(last)
+    alone = train_lib.load_train_config("cpu_tiny", ["reward.pose_scale=2", "trpo.max_kl=0.05", "seed=1"])
+    assert config == train_lib.resolve_defaults(alone)  # what `train --set` would run
+    assert first.label == "reward.pose_scale=0.001 trpo.max_kl=0.01 seed=0"
+
+
+def test_grid_nested_mapping_and_members_list(tmp_path):
+    nested = sweep_lib.load_sweep(_write(tmp_path, "train: cpu_tiny\ngrid: {reward: {pose_scale: [1, 2]}}\n"))
+    assert [m.overrides for m in nested.members] == [{"reward.pose_scale": 1.0}, {"reward.pose_scale": 2.0}]
+    listed = sweep_lib.load_sweep(_write(
+        tmp_path, "train: cpu_tiny\nmembers: [{reward.pose_scale: 1}, {trpo.gamma: 0.9, reward.velocity_weight: 0}]\n"))
+    assert [m.overrides for m in listed.members] == [{"reward.pose_scale": 1.0},
+                                                     {"trpo.gamma": 0.9, "reward.velocity_weight": 0.0}]
+    assert listed.member_config(listed.members[1]).trpo.gamma == 0.9
+
+
+def test_set_overrides_go_through_the_same_checks(tmp_path):
+    path = _write(tmp_path, "train: cpu_tiny\ngrid: {reward.pose_scale: [1, 2]}\nnum_envs: 4\n")
+    with pytest.raises(MimicError, match=r"^--set: unknown key 'nonexistent' \(valid keys at the top level: train, set,"):
+        sweep_lib.load_sweep(path, ["nonexistent.key=1"])
+    with pytest.raises(MimicError, match=r"^--set: iterations must be >= 1, got 0$"):
+        sweep_lib.load_sweep(path, ["iterations=0"])
+    with pytest.raises(MimicError, match=r"^--set: trpo.max_kl must be > 0, got -0.01$"):
+        sweep_lib.load_sweep(path, ["set=[trpo.max_kl=-0.01]"])
+    # --set adds a grid axis with the dotted train key.
+    sweep = sweep_lib.load_sweep(path, ["grid.trpo.max_kl=[0.01, 0.02]", "iterations=3"])
+    assert len(sweep.members) == 4 and sweep.base.iterations == 3 and sweep.base.num_envs == 4
+    assert sweep.members[3].overrides == {"reward.pose_scale": 2.0, "trpo.max_kl": 0.02}
+
+
+def test_every_vmapped_leaf_is_a_grid_axis():
+    keys = sweep_lib.sweepable_keys()
+    from mimic_mjx import reward, trpo
+
+    assert [k for k in keys if k.startswith("reward.")] == [f"reward.{f}" for f in reward.RewardConfig.__dataclass_fields__]
+    trpo_leaves = [f"trpo.{f.name}" for f in __import__("dataclasses").fields(trpo.TrpoConfig)
+                   if f.metadata["pytree_node"]]
+    assert [k for k in keys if k.startswith("trpo.")] == trpo_leaves and "trpo.max_kl" in keys
+    assert "trpo.cg_iters" not in keys
+
+
+def test_shipped_sweep_files_load():
+    for name in ("sweep_reward_scales", "sweep_cpu_tiny"):
+        sweep = sweep_lib.load_sweep(f"{train_lib.CONFIG_DIR}/{name}.yaml")
+        assert all(set(m.overrides) <= set(sweep_lib.sweepable_keys()) for m in sweep.members)
+
+
+def test_sweep_json_of_older_sweeps_still_reads():
+    old = sweep_lib._member_from_json({"member": 1, "reward": {"pose_scale": 8.0}, "seed": 3})
+    assert old == sweep_lib.Member(1, {"reward.pose_scale": 8.0}, 3)
+    new = sweep_lib._member_from_json({"member": 1, "overrides": {"trpo.max_kl": 0.02}, "seed": 3})
+    assert new == sweep_lib.Member(1, {"trpo.max_kl": 0.02}, 3)

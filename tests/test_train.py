@@ -43,21 +43,16 @@ def tiny_config(*more) -> train.TrainConfig:
 # ------------------------------------------------------------------------- configs
 
 
-def test_reward_spec_mirrors_reward_config():
-    spec = [f.name for f in dataclasses.fields(train.RewardSpec)]
-    assert spec == ["preset"] + [f.name for f in dataclasses.fields(reward_lib.RewardConfig)]
-
-
-def test_reward_spec_from_yaml_and_set(tmp_path):
+def test_reward_preset_and_overrides_from_yaml_and_set(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("reward: {preset: deepmimic_code, pose_scale: 3}\n")
     config = train.load_train_config(path, [])
-    resolved = config.reward.resolve()
+    resolved = config.reward
     assert float(resolved.pose_scale) == 3.0
     # Untouched fields keep deepmimic_code's values: root weight 0.2 (SceneImitate.cpp line 9-19).
     assert float(resolved.root_weight) == pytest.approx(0.2)
     config = train.load_train_config(path, ["reward.pose_scale=5", "reward.preset=deepmimic_paper"])
-    resolved = config.reward.resolve()
+    resolved = config.reward
     # Paper preset: end-effector scale 40 (eq. 9); override wins for pose.
     assert (float(resolved.pose_scale), float(resolved.end_effector_scale)) == (5.0, 40.0)
 
@@ -422,10 +417,10 @@ def test_config_leaves_replace_on_resume(run):
     result, _ = run
     state = result.state
     config = tiny_config("iterations=4")
-    same = train.with_config_leaves(state, config, config.reward.resolve())
+    same = train.with_config_leaves(state, config, config.reward)
     for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(state)):
         assert a.dtype == b.dtype and np.array_equal(a, b)  # the run's own config: bit-identical
     changed = tiny_config("trpo.max_kl=0.02", "reward.preset=deepmimic_code")
-    state = train.with_config_leaves(state, changed, changed.reward.resolve())
+    state = train.with_config_leaves(state, changed, changed.reward)
     assert float(state.trpo.max_kl) == np.float32(0.02)
     assert np.asarray(state.env_state.reward_config.root_weight).tolist() == [np.float32(0.2)] * 16
