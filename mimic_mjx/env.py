@@ -133,7 +133,8 @@ class ImitationEnv:
             falls = set(range(1, m.nbody)) - allowed
         self._fall_geom = np.array([m.geom_bodyid[g] in falls for g in range(m.ngeom)])
         self._lo, self._hi = lo, hi
-        self.observation_size = int(self._observe(self._data0, jnp.zeros(()), self._data0.qpos).shape[0])
+        future = jnp.zeros((len(config.future_frames), self.mj_model.nq))
+        self.observation_size = int(self._observe(self._data0, jnp.zeros(()), future).shape[0])
 
     # ----------------------------------------------------------------- physics helpers
     def _forward_kinematics(self, data):

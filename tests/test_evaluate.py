@@ -125,3 +125,33 @@ def test_episodes_must_be_positive():
     config = cfglib.load_config(train.TrainConfig, None, TINY)
     with pytest.raises(MimicError, match="episodes must be >= 1"):
         evaluate.make_evaluation(None, config, 0)
+
+
+@pytest.mark.timeout(600)
+def test_the_shipped_walk_policy_loads_and_runs_a_short_episode():
+    from mimic_mjx import policy
+
+    bundle = policy.load("walk")
+    assert "walk" in policy.shipped() and bundle.env_steps > 0
+    assert bundle.config.env.motion == "walk"
+    # One episode capped at 1 s (30 steps): the shipped weights run through the eval path.
+    short = bundle.config.replace(env=bundle.config.env.replace(episode_seconds=1.0))
+    m = evaluate.evaluate_params(bundle.policy_params, bundle.normalizer, short.reward, short, episodes=1)
+    assert m["full_episode_steps"] == 30 and 1 <= m["episode_length_mean"] <= 30
+    assert all(math.isfinite(v) for v in m.values())
+
+
+def test_a_policy_that_does_not_fit_the_observation_is_one_line(tmp_path):
+    import shutil
+
+    from mimic_mjx import policy
+
+    folder = tmp_path / "walk_future"
+    shutil.copytree(policy.SHIPPED_DIR / "walk", folder)
+    # Observing future frames makes the observation 225 + 37 numbers: the weights no longer fit.
+    text = (folder / "config.yaml").read_text().replace("future_frames: []", "future_frames: [1]")
+    assert "future_frames: [1]" in text
+    (folder / "config.yaml").write_text(text)
+    with pytest.raises(MimicError) as err:
+        policy.load(str(folder))
+    assert "does not fit this model and observation" in str(err.value) and "\n" not in str(err.value)

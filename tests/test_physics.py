@@ -184,11 +184,13 @@ def test_termination_counts_are_iteration_metrics():
 def test_mjx_and_native_agree_over_a_few_control_steps(mj_model, walk):
     """Same start states and controls, 3 control steps (0.1 s), both backends.
 
-    Tolerances (measured 2026-12-02 on this CPU, then doubled): MJX runs float32 and its own
-    collision and solver code; the states are mocap frames lifted 1 cm, PD-held at their own
-    pose so no actuator saturates. (With saturated actuators the two differ more: MuJoCo C's
-    implicitfast drops the velocity derivative of a force-clamped actuator, MJX keeps it;
-    docs/physics.md.)
+    Measured 2026-12-02 on this CPU (mocap frames 0, 12, 24 with their velocities, lifted
+    1 cm, PD-held at their own pose): joints differ by up to 0.050 rad, bodies by 0.013 m.
+    With the actuators' force limits removed the joint gap halves (0.023 rad): MuJoCo C's
+    implicitfast drops the velocity derivative of a force-clamped actuator and MJX keeps it.
+    The rest (float32 in MJX, its own collision and Newton solver) is not yet taken apart.
+    The bounds below are twice the measurement: loose for physics, tight enough to catch a
+    wrong model, actuator mapping or state layout (those differ by far more in one step).
     """
     frames = [0, 12, 24]
     qpos, qvel, _ = _states(mj_model, walk, frames, lift=0.01)
@@ -209,8 +211,8 @@ def test_mjx_and_native_agree_over_a_few_control_steps(mj_model, walk):
         results[backend] = (np.asarray(final.qpos), np.asarray(xpos))
     dq = np.abs(results["native"][0][:, 7:] - results["mjx"][0][:, 7:]).max()
     dx = np.abs(results["native"][1] - results["mjx"][1]).max()
-    assert dq < 2e-2, f"joint positions differ by {dq:.2e} rad"
-    assert dx < 1e-2, f"body positions differ by {dx:.2e} m"
+    assert dq < 0.1, f"joint positions differ by {dq:.2e} rad"
+    assert dx < 0.03, f"body positions differ by {dx:.2e} m"
 
 
 @pytest.mark.slow
