@@ -65,14 +65,12 @@ def test_a_users_xla_flags_are_left_alone():
 
 _PHYSICS = """
 import sys, numpy as np, jax, jax.numpy as jnp
-from mimic_mjx import bench, model, motion
-from mimic_mjx.env import mjx
+from mimic_mjx import bench, model, motion, physics
 m = model.load_model()
 qpos, qvel, ctrl = bench.initial_physics_states(motion.load_clip("walk"), m, 4)
-mm = mjx.put_model(m)
-d = jax.tree.map(lambda x: jnp.broadcast_to(x, (4,) + x.shape), mjx.make_data(mm))
-d = d.replace(qpos=jnp.asarray(qpos, jnp.float32), qvel=jnp.asarray(qvel, jnp.float32), ctrl=jnp.asarray(ctrl, jnp.float32))
-d, _ = jax.jit(bench.physics_chunk(mm, 20))(d)
+p = physics.Physics(m, "mjx")
+d = jax.vmap(p.put)(jnp.asarray(qpos, jnp.float32), jnp.asarray(qvel, jnp.float32), jnp.asarray(ctrl, jnp.float32))
+d, _ = jax.jit(bench.physics_chunk(p, 4))(d)  # 4 control steps = 20 MJX steps
 np.savez(sys.argv[1], qpos=np.asarray(d.qpos), qvel=np.asarray(d.qvel))
 """
 

@@ -191,7 +191,7 @@ stage_bench() {  # bench-B or precision-B
   local name=$1 kind=${1%%-*} batch=${1#*-} rows=$bench_rows envs=()
   if [ "$kind" = precision ]; then rows=$precision_rows; envs=(JAX_DEFAULT_MATMUL_PRECISION=default); fi
   run_stage "$name" "${cap[$kind]}" "${envs[@]}" -- "${mm[@]}" bench --json --batch "$batch" --rows "$rows" \
-    --steps "$bench_steps"
+    --steps "$bench_steps" --physics mjx  # the GPU's backend; on a CPU bench would add native rows
   cp "$WORK/logs/$name.out" "$WORK/$name.json" 2> /dev/null
 }
 
