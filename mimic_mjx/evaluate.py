@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mimic_mjx import config as cfglib
 from mimic_mjx import env as env_lib
 from mimic_mjx import networks as nets
 from mimic_mjx import reward as reward_lib
@@ -195,13 +194,6 @@ def evaluate_params(policy_params, normalizer, reward_config, config: train_lib.
     out = {k: float(v) for k, v in jax.device_get(metrics).items()}
     out["full_episode_steps"] = full_episode_steps(env)
     return out
-
-
-def load_run_config(run_dir: str | pathlib.Path) -> train_lib.TrainConfig:
-    path = pathlib.Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise MimicError(f"{run_dir}: not a run directory (no config.yaml)")
-    return cfglib.load_config(train_lib.TrainConfig, path, [])
 
 
 def evaluate(source: str | pathlib.Path, episodes: int = DEFAULT_EPISODES, seed: int = 0,

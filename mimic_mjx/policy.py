@@ -88,7 +88,7 @@ def export(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> pathlib.
 
 
 def _load_config(path: pathlib.Path) -> train_lib.TrainConfig:
-    return cfglib.load_config(train_lib.TrainConfig, path, [])
+    return train_lib.resolve_defaults(cfglib.load_config(train_lib.TrainConfig, path, []))
 
 
 def load(source: str) -> PolicyBundle:
@@ -97,13 +97,13 @@ def load(source: str) -> PolicyBundle:
     if not path.exists() and (SHIPPED_DIR / source / WEIGHTS).exists():
         path = SHIPPED_DIR / source
     if (path / WEIGHTS).exists():
-        config = train_lib.resolve_defaults(_load_config(path / CONFIG))
+        config = _load_config(path / CONFIG)
         tree = checkpoint.load_tree(path / WEIGHTS, _template(config))
         meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
         return PolicyBundle(config, tree["policy_params"], tree["normalizer"], int(meta.get("env_steps", 0)),
                             str(path), int(meta.get("iteration", 0)))
     if (path / CONFIG).exists() and (path / checkpoint.SUBDIR).is_dir():
-        config = train_lib.resolve_defaults(_load_config(path / CONFIG))
+        config = _load_config(path / CONFIG)
         env, _ = train_lib.build_env(config)
         state, step = checkpoint.restore(path, train_lib.abstract_state(env, config))
         return PolicyBundle(config, state.policy_params, state.normalizer, int(state.env_steps), str(path), int(step))
