@@ -14,7 +14,6 @@ stack of configs gives every environment (or sweep member) its own reward, with 
 import flax.struct
 import jax
 import jax.numpy as jnp
-import mujoco
 import numpy as np
 
 from mimic_mjx import config as cfglib
@@ -33,6 +32,7 @@ from mimic_mjx.physics import mjx
 TERMINATIONS = {
     "fall_contact": False,  # a fall body's geom at or below the floor (see env.fall_contact)
     "root_height": False,  # root below env.min_root_height
+    "root_drift": False,  # root farther than env.max_root_drift from the reference's, horizontally
     "nonfinite": False,  # NaN/inf physics, or MuJoCo C reset an unstable simulation
     "time_limit": True,  # env.episode_seconds reached
     "clip_end": True,  # a clip that does not loop has ended
@@ -53,6 +53,9 @@ class EnvConfig:
         choices=("non_feet", "deepmimic"))
     episode_seconds: float = cfglib.field(20.0, "time limit (truncation), s; DeepMimic's 20 s episodes", static=True, gt=0)
     min_root_height: float = cfglib.field(0.3, "a fall also when the root is below this height, m")
+    max_root_drift: float = cfglib.field(
+        0.0, "a failure also when the root is farther than this from the reference root, horizontally, m; "
+        "0: off (evaluation always turns it off and measures the drift instead)", ge=0)
     future_frames: tuple[int, ...] = cfglib.field((), "control steps ahead whose reference pose is observed, e.g. [1, 2]", static=True, ge=1)
     physics: str = cfglib.field(
         "auto", "simulator: mjx (MuJoCo MJX, traced), native (MuJoCo C via a callback), auto: mjx on an "
@@ -320,7 +323,7 @@ class ImitationEnv:
         errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref))
         reward, terms = reward_lib.reward_from_errors(errors, action, state.reward_config)
         steps = state.step_count + 1
-        why = self._termination(data, finite, steps, t)
+        why = self._termination(data, finite, steps, t, ref_qpos)
         terminated = jnp.any(jnp.stack([v for k, v in why.items() if not TERMINATIONS[k]]))
         truncated = ~terminated & jnp.any(jnp.stack([v for k, v in why.items() if TERMINATIONS[k]]))
         why = {k: (v & ~terminated) if TERMINATIONS[k] else v for k, v in why.items()}
@@ -350,16 +353,21 @@ class ImitationEnv:
         stepped = stepped.replace(rng=start_rng)
         return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, stepped)
 
-    def _termination(self, data, finite, steps, t) -> dict:
+    def _termination(self, data, finite, steps, t, ref_qpos) -> dict:
         """Each reason in TERMINATIONS, [] bool, for a data with kinematics done."""
         fall_geom = jnp.asarray(self._fall_geom)
         # A fall from geometry, the same for both physics backends: a fall body's geom at or
         # below the floor plane (z = 0), where MuJoCo would report a contact at distance <= 0.
         touching = jnp.any(fall_geom & (self.physics.lowest_geom_z(data) <= 0.0))
         early = self.config.early_termination
+        # Without it a policy that walks well but off the reference's (curving) path keeps
+        # scoring on every term but the COM's; ending the episode makes the path worth keeping.
+        drift = jnp.linalg.norm(data.qpos[0:2] - ref_qpos[0:2])
+        max_drift = self.config.max_root_drift
         why = {
             "fall_contact": finite & touching & early,
             "root_height": finite & (data.qpos[2] < self.config.min_root_height) & early,
+            "root_drift": finite & (max_drift > 0) & (drift > max_drift) & early,
             "nonfinite": ~finite,
             "time_limit": steps >= self.max_steps,
             "clip_end": (t >= self.clip_arrays.duration) & (not self.clip.loop),

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mimic_mjx import compiled
 from mimic_mjx import env as env_lib
 from mimic_mjx import networks as nets
 from mimic_mjx import reward as reward_lib
@@ -160,8 +161,12 @@ def summarize(scores: EpisodeScores, full_steps: int) -> dict[str, jax.Array]:
 
 
 def eval_env(config: train_lib.TrainConfig, rsi: bool = False) -> env_lib.ImitationEnv:
-    """The run's environment, RSI off by default (episodes start at clip time 0)."""
-    return env_lib.ImitationEnv(config.env.replace(rsi=rsi), reward_config=config.reward)
+    """The run's environment, RSI off by default (episodes start at clip time 0).
+
+    A training-time `max_root_drift` is turned off: the evaluation measures the drift
+    (`root_drift_m`) instead of ending the episode on it, so the fall rate counts falls.
+    """
+    return env_lib.ImitationEnv(config.env.replace(rsi=rsi, max_root_drift=0.0), reward_config=config.reward)
 
 
 def make_evaluation(env: env_lib.ImitationEnv, config: train_lib.TrainConfig, episodes: int):
@@ -190,7 +195,7 @@ def evaluate_params(policy_params, normalizer, reward_config, config: train_lib.
     """Evaluate policy weights and normaliser under `config`'s environment; plain floats."""
     env = eval_env(config) if env is None else env
     args = (policy_params, normalizer, reward_config, jax.random.PRNGKey(seed))
-    metrics = train_lib.compile_fresh(make_evaluation(env, config, episodes), *args)(*args)
+    metrics = compiled.compile_fresh(make_evaluation(env, config, episodes), *args)(*args)
     out = {k: float(v) for k, v in jax.device_get(metrics).items()}
     out["full_episode_steps"] = full_episode_steps(env)
     return out
@@ -228,7 +233,7 @@ def run_cli(args) -> int:
     """Run `mimic-mjx eval`; MimicError propagates to the CLI's one-line handler."""
     if args.episodes < 1:
         raise MimicError(f"--episodes must be >= 1, got {args.episodes}")
-    train_lib.enable_compile_cache()
+    compiled.enable_compile_cache()
     metrics = evaluate(args.run_dir, episodes=args.episodes, seed=args.seed, rsi=getattr(args, "rsi", False))
     if args.json:
         print(json.dumps(metrics, indent=2))

@@ -48,9 +48,11 @@ def shipped() -> list[str]:
 
 
 def make_env(bundle: PolicyBundle, rsi: bool = False) -> env_lib.ImitationEnv:
-    """The bundle's environment; RSI off by default (episodes start at clip time 0)."""
-    config = bundle.config
-    return env_lib.ImitationEnv(config.env.replace(rsi=rsi), reward_config=config.reward)
+    """The bundle's environment as the evaluation runs it (`evaluate.eval_env`): RSI off by
+    default (episodes start at clip time 0), no drift termination."""
+    from mimic_mjx import evaluate as eval_lib
+
+    return eval_lib.eval_env(bundle.config, rsi=rsi)
 
 
 def act(bundle: PolicyBundle, env: env_lib.ImitationEnv) -> Callable[[jax.Array], jax.Array]:
