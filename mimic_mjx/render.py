@@ -32,6 +32,7 @@ import jax
 import mujoco
 import numpy as np
 
+from mimic_mjx import compiled
 from mimic_mjx import env as env_lib
 from mimic_mjx import model as model_lib
 from mimic_mjx import motion
@@ -400,13 +401,12 @@ def add_arguments(parser) -> None:
 def run_cli(args) -> int:
     """Run `mimic-mjx render`; MimicError propagates to the CLI's one-line handler."""
     from mimic_mjx import policy as policy_lib
-    from mimic_mjx import train as train_lib
 
     out = args.out or f"{pathlib.Path(args.source).name}.mp4"
     # Flags and GL first: loading a checkpoint and compiling the step take tens of seconds.
     check_request(out, args.filmstrip, args.seconds, args.fps, args.width, args.height, args.frames)
     gl_backend()
-    train_lib.enable_compile_cache()
+    compiled.enable_compile_cache()
     bundle = policy_lib.load(args.source)
     env = policy_lib.make_env(bundle, rsi=args.rsi)
     label = f"{pathlib.Path(bundle.source).name}, {bundle.env_steps:,} env steps"

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mimic_mjx import checkpoint
+from mimic_mjx import compiled
 from mimic_mjx import config as cfglib
 from mimic_mjx import evaluate as eval_lib
 from mimic_mjx import reward as reward_lib
@@ -365,7 +366,7 @@ def run_cli(args) -> int:
     out = args.out or str(pathlib.Path("runs") / f"sweep_{pathlib.Path(args.config).stem}")
     train_lib.check_run_dir(out, resume=False, what="sweep", can_resume=False)
     train_lib.check_clip(sweep.base)
-    train_lib.enable_compile_cache()
+    compiled.enable_compile_cache()
     run(sweep, out, progress=lambda line: print(line, flush=True))
     return 0
 

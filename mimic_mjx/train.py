@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pathlib
 import time
 from typing import Any, Callable
@@ -32,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from mimic_mjx import checkpoint
+from mimic_mjx import compiled
 from mimic_mjx import config as cfglib
 from mimic_mjx import env as env_lib
 from mimic_mjx import networks as nets
@@ -456,19 +456,6 @@ def build_env(config: TrainConfig) -> tuple[env_lib.ImitationEnv, reward_lib.Rew
     return env_lib.ImitationEnv(config.env, reward_config=reward_config), reward_config
 
 
-def compile_fresh(fn: Callable, *args) -> Callable:
-    """`jax.jit(fn)` compiled ahead of time for `args`, lowered from empty tracing caches.
-
-    JAX reuses traces of inner jitted functions (jnp.where, take, ...) across programs, which
-    renumbers the private functions of the next lowered module: the same program then misses
-    the persistent compile cache (minutes of CPU compile) because of what the process traced
-    before. Clearing the caches first makes the lowered text, and so the cache key, a
-    function of `fn` and `args` alone.
-    """
-    jax.clear_caches()
-    return jax.jit(fn).lower(*args).compile()
-
-
 def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -> Callable:
     """`(state, metrics) -> None`: score the policy with `mimic-mjx eval`'s yardstick (RSI off,
     mean actions, the paper reward) and append one line to `run_dir/eval.jsonl`."""
@@ -522,7 +509,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         start = time.perf_counter()
         # Reward and TRPO leaves are arguments, not constants, so runs that differ only in
         # those numbers share one compiled program (and its persistent-cache entry).
-        init_fn = compile_fresh(lambda key, rc, hyper: init(env, config.replace(trpo=hyper), key, rc),
+        init_fn = compiled.compile_fresh(lambda key, rc, hyper: init(env, config.replace(trpo=hyper), key, rc),
                                 jax.random.PRNGKey(config.seed), reward_config, config.trpo)
         state = init_fn(jax.random.PRNGKey(config.seed), reward_config, config.trpo)
         progress(f"initialised {config.num_envs} environments in {time.perf_counter() - start:.1f} s")
@@ -533,7 +520,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         return TrainResult(state=state, history=[], run_dir=run_dir)
     progress("compiling the training iteration (first call) ...")
     start = time.perf_counter()
-    step_fn = compile_fresh(make_iteration(env, config), state)
+    step_fn = compiled.compile_fresh(make_iteration(env, config), state)
     progress(f"compiled in {time.perf_counter() - start:.1f} s")
 
     health, history = Health(), []
@@ -637,20 +624,6 @@ def check_clip(config: TrainConfig) -> None:
     motion.parse_clip_file(clipstore.find_clip(config.env.motion))
 
 
-def enable_compile_cache() -> None:
-    """Keep compiled programs on disk between commands (CPU compiles take minutes).
-
-    Directory: `$MIMIC_MJX_COMPILE_CACHE`, else ~/.cache/mimic_mjx/jax_cache; set the
-    variable to `off` to disable. A cache directory configured elsewhere (tests) is kept.
-    """
-    where = os.environ.get("MIMIC_MJX_COMPILE_CACHE", str(pathlib.Path.home() / ".cache" / "mimic_mjx" / "jax_cache"))
-    if where == "off" or jax.config.jax_compilation_cache_dir:
-        return
-    jax.config.update("jax_compilation_cache_dir", where)
-    # Only programs worth caching: the env's step functions take tens of seconds on CPU.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def add_arguments(parser) -> None:
     """`mimic-mjx train` flags."""
     parser.add_argument("--config", default=None,
@@ -681,6 +654,6 @@ def run_cli(args) -> int:
     out = args.out or str(pathlib.Path("runs") / pathlib.Path(config.env.motion).stem)
     check_run_dir(out, args.resume)
     check_clip(config)
-    enable_compile_cache()
+    compiled.enable_compile_cache()
     train(config, out, resume=args.resume, progress=lambda line: print(line, flush=True))
     return 0

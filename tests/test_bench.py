@@ -220,3 +220,24 @@ def test_train_api_used_by_bench_exists():
 
     for name in ("TrainConfig", "init", "make_iteration", "rollout", "make_networks", "resolve_defaults", "build_env"):
         assert hasattr(train, name), name
+
+
+@pytest.mark.timeout(120)
+def test_a_new_row_is_one_registered_function(request):
+    """The harness finds a row by its registration alone: flags, run order and report."""
+    from mimic_mjx.bench import harness
+
+    request.addfinalizer(lambda: harness.REGISTRY.pop("toy", None))
+    calls = []
+
+    @harness.row("toy", unit="toys/s", per_backend=True)
+    def run_toy(b, batch):
+        calls.append((b.physics, batch))
+        return harness.result("toy", batch, 10.0 * batch, None, 1.0, 10 * batch, physics=b.physics)
+
+    assert bench.parse_rows("toy,native") == ("native", "toy")
+    report = bench.run_benchmark((3,), ("toy",), steps=1, physics=("native",))
+    assert calls == [("native", 3)]
+    (row,) = report["rows"]
+    assert (row["name"], row["unit"], row["steps_per_s"], row["physics"]) == ("toy", "toys/s", 30.0, "native")
+    assert "toy" in bench.format_report(report)

@@ -1,0 +1,180 @@
+"""`mimic-mjx bench`: throughput of physics, environment and training on humanoid3d.
+
+Rows (each compiled once, run once to warm up, then timed; `--rows` picks them):
+
+* `physics`: `Physics.step` (one 30 Hz control step) vmapped over the batch inside
+  `lax.scan`; physics steps/s.
+* `native`: the same model, states and controls through `mujoco.rollout` on every CPU core,
+  called from Python: the ceiling of the native backend, without JAX around it.
+* `env`: `ImitationEnv.step` (physics substeps, reward, observation, auto-reset) with
+  uniform random actions; env steps/s.
+* `policy`: the trainer's rollout (`train.rollout`: PolicyNetwork (1024, 512) inference on
+  normalised observations, Gaussian sampling, env step, trajectory stored).
+* `train`: full training iterations (`train.make_iteration`: rollout + GAE + TRPO + value fit).
+  `update_fraction = 1 - train steps/s ÷ rollout steps/s`: the policy row's function is
+  exactly the iteration's rollout (same batch and horizon), so the rest of the iteration's
+  time is the update.
+* `brax`: Brax PPO (`brax.training.agents.ppo.train`) on the same environment wrapped in
+  Brax's `Env` interface (`brax_adapter.py`), same batch, horizon, network widths;
+  `ratio` = our train ÷ Brax.
+
+The physics, env, policy and train rows run once per physics backend of `--physics`
+(`mjx`, `native`; both by default on CPU, `mjx` on an accelerator); each row says its
+backend, `native_over_mjx` on a native row is its steps/s over the MJX row's at the same
+batch, and the train row splits its iteration time into physics, the rest of the env step,
+policy inference and the update (`time_split`) from the rows of its backend.
+
+`sweep` (M members × N/M envs against one run of N) runs only when `--rows` names it.
+`--profile DIR` records one extra, untimed call of each compiled row (all but native and
+brax) with `jax.profiler`, in DIR/<row>-<batch>.
+
+Every row times whole chunks of `train.TrainConfig.horizon` control steps (physics rows: the
+same simulated time, horizon × substeps physics steps), so `--steps` is rounded up to whole
+chunks. Ratios must survive a shared machine, so the env and policy rows alternate their calls
+with calls of the physics row's compiled function, and the train row with the policy row's
+(PAIRS); a ratio then compares times taken under the same load.
+
+Each row compiles exactly one function; the env, policy and train rows start from one
+`train.init` state per batch (its compile is reported under `setup`), the physics and native
+rows from mocap frames built on the host (no compile).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import jax
+
+from mimic_mjx.bench import rows as _rows  # noqa: F401  (registers the rows)
+from mimic_mjx.bench.harness import REGISTRY, Bench, build, chunk_count
+from mimic_mjx.bench.report import add_ratios, assemble, env_physics_ratio, format_report, time_split, update_fraction
+from mimic_mjx.bench.rows import SWEEP_MEMBERS, env_chunk, initial_physics_states, physics_chunk
+from mimic_mjx.errors import MimicError
+
+ROWS = tuple(REGISTRY)
+DEFAULT_ROWS = tuple(n for n, s in REGISTRY.items() if s.default)
+# Rows that run once per physics backend; the others use the first backend's environment.
+PER_BACKEND = tuple(n for n, s in REGISTRY.items() if s.per_backend)
+# The issue's sizes for one GPU; on the 2-core CPU a batch of 32 runs every row in minutes.
+GPU_BATCHES = (128, 1024, 8192)
+CPU_BATCHES = (32,)
+# 96 control steps = 3 iterations of the default 32-step horizon: a few seconds per CPU row.
+DEFAULT_STEPS = 96
+
+__all__ = ["Bench", "ROWS", "DEFAULT_ROWS", "PER_BACKEND", "SWEEP_MEMBERS", "add_arguments", "add_ratios",
+           "chunk_count", "env_chunk", "env_physics_ratio", "format_report", "initial_physics_states",
+           "parse_batches", "parse_physics", "parse_rows", "parse_steps", "physics_chunk", "run_benchmark",
+           "run_cli", "time_split", "update_fraction"]
+
+
+def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = lambda msg: None,
+                  command: str = "", profile_dir: str | None = None, physics=("mjx",), config=None) -> dict:
+    """Run `rows` at each batch size, the PER_BACKEND rows once per `physics` backend; the
+    JSON report (see BENCHMARKS.md for the keys)."""
+    load_start = os.getloadavg()
+    bench = build(steps, progress, profile_dir, physics, config)
+    results = []
+    for batch in batches:
+        for backend in physics:
+            bench.physics = backend
+            results += [REGISTRY[name].run(bench, batch) for name in rows if REGISTRY[name].per_backend]
+        bench.physics = physics[0]
+        results += [REGISTRY[name].run(bench, batch) for name in rows if not REGISTRY[name].per_backend]
+        bench.kept.clear()  # free the kept states before the next (bigger) batch
+        bench._setup.clear()
+    return assemble(bench, results, command, load_start)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """`"128,1024"` -> (128, 1024); MimicError for anything but positive integers."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        batches = tuple(int(p) for p in parts)
+    except ValueError:
+        raise MimicError(f"--batch {text!r}: expected positive integers separated by commas, e.g. 128,1024") from None
+    if not batches or any(b < 1 for b in batches):
+        raise MimicError(f"--batch {text!r}: every batch size must be >= 1")
+    return batches
+
+
+def parse_rows(text: str) -> tuple[str, ...]:
+    """`"physics,native"` -> ("physics", "native") in the registry's order (ROWS plus any row
+    registered since)."""
+    known = tuple(REGISTRY)
+    names = [p.strip() for p in str(text).split(",") if p.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        given = ", ".join(unknown) or "(none given)"
+        raise MimicError(f"--rows {text!r}: unknown row {given} (known: {', '.join(known)})")
+    return tuple(r for r in known if r in names)
+
+
+def parse_physics(text: str) -> tuple[str, ...]:
+    """`"mjx,native"` -> ("mjx", "native"); MimicError for anything else."""
+    names = tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+    if not names or any(n not in ("mjx", "native") for n in names):
+        raise MimicError(f"--physics {text!r}: expected mjx, native or mjx,native")
+    return names
+
+
+def parse_steps(text: str) -> int:
+    try:
+        steps = int(text)
+    except (TypeError, ValueError):
+        raise MimicError(f"--steps {text!r}: expected a positive integer") from None
+    if steps < 1:
+        raise MimicError(f"--steps {text!r}: must be >= 1")
+    return steps
+
+
+def add_arguments(parser) -> None:
+    """`mimic-mjx bench` flags."""
+    parser.add_argument("--batch", default=None, metavar="B1,B2",
+                        help=f"batch sizes (default: {','.join(map(str, GPU_BATCHES))} on a GPU, "
+                             f"{','.join(map(str, CPU_BATCHES))} on CPU)")
+    parser.add_argument("--steps", default=str(DEFAULT_STEPS), metavar="N",
+                        help=f"timed control steps per environment per row, rounded up to whole 32-step "
+                             f"chunks (default {DEFAULT_STEPS}; physics rows: the same simulated time)")
+    parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), metavar="R1,R2",
+                        help=f"rows to run, of {','.join(ROWS)} (default: {','.join(DEFAULT_ROWS)})")
+    parser.add_argument("--config", default=None, metavar="PRESET",
+                        help="training preset or YAML whose networks, horizon, reward and env the rows use "
+                             "(default: TrainConfig's defaults, the GPU walk preset); --batch still sets the batch")
+    parser.add_argument("--physics", default=None, metavar="P1,P2",
+                        help="physics backends of the physics, env, policy and train rows, of mjx,native "
+                             "(default: mjx,native on CPU, mjx on an accelerator)")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="also record one call of each row with jax.profiler into DIR/<row>-<batch> "
+                             "(open with TensorBoard's profile plugin or Perfetto)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_cli(args) -> int:
+    """Run `mimic-mjx bench` from parsed `args`; bad flags raise MimicError (one line)."""
+    rows = parse_rows(args.rows)
+    steps = parse_steps(args.steps)
+    config = None
+    if getattr(args, "config", None):
+        from mimic_mjx import train
+
+        config = train.load_train_config(args.config, [])
+    if args.profile:
+        try:
+            os.makedirs(args.profile, exist_ok=True)
+        except OSError as e:
+            raise MimicError(f"--profile {args.profile!r}: cannot create the folder ({e.strerror})") from None
+    batches = parse_batches(args.batch) if args.batch is not None else (
+        CPU_BATCHES if jax.default_backend() == "cpu" else GPU_BATCHES)
+    physics = parse_physics(args.physics) if getattr(args, "physics", None) else (
+        ("mjx", "native") if jax.default_backend() == "cpu" else ("mjx",))
+    command = (f"mimic-mjx bench --batch {','.join(map(str, batches))} --steps {steps} --rows {','.join(rows)}"
+               f" --physics {','.join(physics)}" + (f" --config {args.config}" if config is not None else "")
+               + (f" --profile {args.profile}" if args.profile else "") + (" --json" if args.json else ""))
+    report = run_benchmark(batches, rows, steps, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                           command=command, profile_dir=args.profile, physics=physics, config=config)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+

@@ -1,0 +1,186 @@
+"""The bench's timing harness: what every row shares, and the row registry.
+
+A row is one function `run(bench, batch) -> dict` registered with `@row(...)` in
+`bench/rows.py`; the registry fixes the row's unit, whether it runs once per physics
+backend, and the row it is timed interleaved with. Adding a row is one new function there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+
+from mimic_mjx import compiled as compiled_lib
+from mimic_mjx import env as env_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+    name: str
+    run: Callable  # (Bench, batch) -> row dict
+    unit: str = "env steps/s"
+    per_backend: bool = False  # runs once per physics backend (else on the first backend's env)
+    # The row whose compiled function this one is timed interleaved with (one call of each in
+    # turn), so a ratio between them sees the same machine load even on a shared machine.
+    pair: str | None = None
+    default: bool = True  # in `--rows`' default
+
+
+REGISTRY: dict[str, RowSpec] = {}
+
+
+def row(name: str, **spec) -> Callable:
+    """Register `run(bench, batch) -> dict` as the bench row `name` (see RowSpec)."""
+    def register(run: Callable) -> Callable:
+        REGISTRY[name] = RowSpec(name, run, **spec)
+        return run
+    return register
+
+
+def unit(name: str) -> str:
+    return REGISTRY[name].unit if name in REGISTRY else "env steps/s"
+
+
+def pairs() -> dict[str, str]:
+    """Row -> the row it is timed interleaved with."""
+    return {n: s.pair for n, s in REGISTRY.items() if s.pair}
+
+
+def chunk_count(steps: int, horizon: int) -> int:
+    """Timed calls of a `horizon`-step chunk that cover at least `steps` control steps."""
+    return max(1, math.ceil(steps / horizon))
+
+
+@dataclasses.dataclass
+class Bench:
+    """What every row shares: the env, the default training config, chunking, progress."""
+
+    envs: dict  # physics backend -> env_lib.ImitationEnv
+    train_config: Any  # train.TrainConfig
+    steps: int
+    progress: Callable[[str], Any]
+    profile_dir: str | None = None  # --profile: one extra call of each row under jax.profiler
+    _setup: dict = dataclasses.field(default_factory=dict)
+    setup_log: list = dataclasses.field(default_factory=list)
+    kept: dict = dataclasses.field(default_factory=dict)  # (row, batch, physics) -> _Timed, for PAIRS
+    physics: str = ""  # the backend the per-backend rows run on now
+
+    @property
+    def env(self) -> env_lib.ImitationEnv:
+        return self.envs[self.physics or next(iter(self.envs))]
+
+    @property
+    def horizon(self) -> int:
+        return self.train_config.horizon
+
+    @property
+    def chunks(self) -> int:
+        return chunk_count(self.steps, self.horizon)
+
+    def config_for(self, batch: int):
+        from mimic_mjx import train
+
+        config = self.train_config.replace(num_envs=batch)
+        return train.resolve_defaults(config.replace(env=config.env.replace(physics=self.env.physics.backend)))
+
+    def setup(self, batch: int):
+        """`train.init` state for `batch` envs, compiled and run once per batch."""
+        if (batch, self.env.physics.backend) not in self._setup:
+            from mimic_mjx import train
+
+            config = self.config_for(batch)
+            reward_config = config.reward
+            self.progress(f"[bench] batch {batch}: compiling the shared setup (train.init: reset_batch + networks) ...")
+            start = time.perf_counter()
+            compiled = jax.jit(lambda key: train.init(self.env, config, key, reward_config)).lower(
+                jax.random.PRNGKey(0)).compile()
+            compile_s = time.perf_counter() - start
+            self._setup[batch, self.env.physics.backend] = jax.block_until_ready(compiled(jax.random.PRNGKey(0)))
+            self.setup_log.append({"batch": batch, "physics": self.env.physics.backend,
+                                   "what": "train.init (reset_batch + network init)", "compile_s": round(compile_s, 2)})
+        return self._setup[batch, self.env.physics.backend]
+
+    def time_row(self, name: str, batch: int, fn, carry, steps_per_call: int) -> dict:
+        """Compile `fn: carry -> (carry, out)`, run it once, then time `self.chunks` chained calls,
+        each preceded by one call of the PAIRS row's function when that row ran at this batch."""
+        backend = self.env.physics.backend
+        tag = f"[bench] batch {batch}: {name} ({backend}):"
+        self.progress(f"{tag} compiling ...")
+        start = time.perf_counter()
+        compiled = jax.jit(fn).lower(carry).compile()
+        compile_s = time.perf_counter() - start
+        self.progress(f"{tag} compiled in {compile_s:.1f} s; warm-up call ...")
+        own = _Timed(compiled, carry, steps_per_call * batch)
+        own.call()
+        own.seconds, own.calls = 0.0, 0
+        pair = self.kept.get((pairs().get(name), batch, backend))
+        if pair is not None:
+            pair.seconds, pair.calls = 0.0, 0
+        for _ in range(self.chunks):
+            if pair is not None:
+                pair.call()
+            own.call()
+        if name in pairs().values():
+            self.kept[name, batch, backend] = own
+        total = steps_per_call * batch * self.chunks
+        self.progress(f"{tag} {total / own.seconds:,.0f} {unit(name)} "
+                      f"({total:,} steps in {own.seconds:.2f} s)")
+        if self.profile_dir:  # a traced call is slower: outside the timing, carry not advanced
+            trace = os.path.join(self.profile_dir, f"{name}-{backend}-{batch}")
+            with jax.profiler.trace(trace):
+                jax.block_until_ready(compiled(own.carry))
+            self.progress(f"{tag} profile of one call in {trace}")
+        extra = {}
+        if pair is not None:
+            extra = {"paired_with": pairs()[name], "pair_steps_per_s": round(pair.steps_per_s, 1)}
+        return result(name, batch, total / own.seconds, compile_s, own.seconds, total, physics=backend,
+                    peak_mem_bytes=compiled_lib.peak_device_bytes(), program_bytes=compiled_lib.program_bytes(compiled), **extra)
+
+
+@dataclasses.dataclass
+class _Timed:
+    """A compiled `carry -> (carry, out)` with its current carry and the time its calls took."""
+
+    compiled: Any
+    carry: Any
+    steps: int  # env or physics steps one call advances (all envs)
+    seconds: float = 0.0
+    calls: int = 0
+
+    def call(self) -> None:
+        start = time.perf_counter()
+        self.carry, out = self.compiled(self.carry)
+        jax.block_until_ready((self.carry, out))
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.calls * self.steps / self.seconds
+
+
+def result(name, batch, steps_per_s, compile_s, run_s, timed_steps, **extra) -> dict:
+    row = {"name": name, "batch": batch, "unit": unit(name),
+           "steps_per_s": None if steps_per_s is None else round(steps_per_s, 1),
+           "compile_s": None if compile_s is None else round(compile_s, 2),
+           "peak_mem_bytes": None, "run_s": None if run_s is None else round(run_s, 3), "timed_steps": timed_steps}
+    row.update(extra)
+    return row
+
+
+def skipped(name: str, batch: int, reason: str) -> dict:
+    return result(name, batch, None, None, None, 0, skipped=reason)
+
+
+def build(steps: int, progress, profile_dir: str | None = None, physics=("mjx",), config=None) -> Bench:
+    from mimic_mjx import train
+
+    config = train.TrainConfig() if config is None else config
+    envs = {p: train.build_env(config.replace(env=config.env.replace(physics=p)))[0] for p in physics}
+    return Bench(envs=envs, train_config=config, steps=steps, progress=progress, profile_dir=profile_dir)
+
