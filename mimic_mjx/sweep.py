@@ -39,7 +39,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mimic_mjx import checkpoint
 from mimic_mjx import compiled
@@ -208,70 +207,112 @@ def _yardstick(evaluation, state, rng) -> list[dict]:
     return [{k: float(v[i]) for k, v in metrics.items()} for i in range(n)]
 
 
-def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any] = print) -> dict:
+def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any] = print,
+        resume: bool = False) -> dict:
     """Train every member for `base.iterations`, scoring them on the yardstick; write out_dir.
 
-    out_dir: `sweep.json` (members and settings), `metrics.jsonl` (one line per member per
-    iteration, with `member`), `eval.jsonl` (yardstick per member per evaluation),
-    `checkpoints/` (the stacked state), `results.md`, `yardstick.png` (if matplotlib is
-    installed). Returns {"compiles": how many programs the jitted iteration compiled (its jit
-    cache size: 1 however many members), "results": [...], "state": the stacked state}.
+    The iterations run in the trainer's own host loop (`train.host_loop`): the same metrics
+    lines (one per member, with `member`), health alarms per member, checkpoints, time limit
+    and `resume=True`, which continues the latest checkpoint bit-for-bit; the sweep must be the
+    one out_dir holds (members and base config; `iterations` and `time_limit_minutes` may grow).
+
+    out_dir: `sweep.json` (members and settings), `base_config.yaml`, `metrics.jsonl`,
+    `eval.jsonl` (yardstick per member per evaluation), `checkpoints/` (the stacked state),
+    `results.md`, `yardstick.png`. Returns {"compiles": how many programs the jitted
+    iteration compiled (its jit cache size: 1 however many members), "results": [...],
+    "state": the stacked state}.
     """
-    out = train_lib.check_run_dir(out_dir, resume=False, what="sweep", can_resume=False)
-    out.mkdir(parents=True, exist_ok=True)
+    start_time = time.perf_counter()
+    out = train_lib.check_run_dir(out_dir, resume=resume, what="sweep")
     env, _ = train_lib.build_env(sweep.base)
     eval_env = eval_lib.eval_env(sweep.base)
+    m_count = len(sweep.members)
+    if resume:
+        check_same_sweep(sweep, load_saved(out), out)
+        state, step = checkpoint.restore(out, jax.eval_shape(lambda: init_members(env, sweep)))
+        wall_offset = train_lib.trim_log(out / "metrics.jsonl", step)
+        train_lib.trim_log(out / "eval.jsonl", step)
+        progress(f"resumed sweep {out} at iteration {step}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            (out / name).write_text("")
+        wall_offset = 0.0
+        progress(f"sweep of {m_count} members x {sweep.base.num_envs} envs on '{env.clip.name}'; initialising ...")
+        state = init_members(env, sweep)
     cfglib.save_config(sweep.base, out / "base_config.yaml")
     (out / "sweep.json").write_text(json.dumps(
         {"members": [{"member": m.index, "overrides": m.overrides, "seed": m.seed} for m in sweep.members],
          "eval_every": sweep.eval_every, "eval_episodes": sweep.eval_episodes}, indent=2))  # fmt: skip
-    m_count = len(sweep.members)
-    progress(f"sweep of {m_count} members x {sweep.base.num_envs} envs on '{env.clip.name}'; initialising ...")
-    state = init_members(env, sweep)
     iteration, evaluation = make_programs(env, eval_env, sweep)
     progress("compiling the vmapped training iteration (first call) ...")
-    metrics_file, eval_file = (out / "metrics.jsonl").open("w"), (out / "eval.jsonl").open("w")
-    wall0, evals = time.perf_counter(), []
-    for it in range(1, sweep.base.iterations + 1):
-        t0 = time.perf_counter()
-        state, metrics = iteration(state)
-        metrics = jax.device_get(metrics)
-        seconds = time.perf_counter() - t0
-        if it == 1:
-            progress(f"first iteration (compile + run) took {seconds:.1f} s")
-        steps = int(state.env_steps[0])
-        for i in range(m_count):
-            row = {k: float(v[i]) for k, v in metrics.items()}
-            row.update({"member": i, "training/iteration": it, "training/env_steps": steps,
-                        "charts/SPS": m_count * sweep.base.num_envs * sweep.base.horizon / seconds,
-                        "charts/iteration_s": seconds, "charts/wall_time_s": time.perf_counter() - wall0})
-            metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-        if it % sweep.eval_every == 0 or it == sweep.base.iterations:
-            scores = _yardstick(evaluation, state, jax.random.PRNGKey(0))
+
+    def evaluate(state, common):
+        scores = _yardstick(evaluation, state, jax.random.PRNGKey(0))
+        with (out / "eval.jsonl").open("a") as f:
             for i, s in enumerate(scores):
-                eval_file.write(json.dumps({"member": i, "training/iteration": it, "training/env_steps": steps, **s}) + "\n")
-            eval_file.flush()
-            evals.append((it, steps, scores))
-            best = max(range(m_count), key=lambda i: scores[i][YARDSTICK])
-            worst = min(range(m_count), key=lambda i: scores[i][YARDSTICK])
-            progress(f"iter {it:>4}/{sweep.base.iterations} steps/member {steps:>9,} {seconds:6.2f} s/iter  "
-                     f"best #{best} {scores[best][YARDSTICK]:.3f} ({sweep.members[best].label})  "
-                     f"worst #{worst} {scores[worst][YARDSTICK]:.3f} ({sweep.members[worst].label})")  # fmt: skip
-        else:
-            r = metrics["training/reward_fraction_of_max"]
-            progress(f"iter {it:>4}/{sweep.base.iterations} steps/member {steps:>9,} {seconds:6.2f} s/iter  "
-                     f"reward fraction best {np.max(r):.3f} worst {np.min(r):.3f}")
-        if it % sweep.base.checkpoint_every == 0 or it == sweep.base.iterations:
-            checkpoint.save(out, it, state, keep=sweep.base.keep_checkpoints)
-    metrics_file.close()
-    eval_file.close()
-    results = _results(sweep, evals[-1][2])
+                f.write(json.dumps({"member": i, "training/iteration": common["training/iteration"],
+                                    "training/env_steps": common["training/env_steps"], **s}) + "\n")
+        best = max(range(m_count), key=lambda i: scores[i][YARDSTICK])
+        worst = min(range(m_count), key=lambda i: scores[i][YARDSTICK])
+        progress(f"eval {common['training/iteration']:>4}  {YARDSTICK} best #{best} {scores[best][YARDSTICK]:.3f} "
+                 f"({sweep.members[best].label})  worst #{worst} {scores[worst][YARDSTICK]:.3f} "
+                 f"({sweep.members[worst].label})")  # fmt: skip
+
+    state, _ = train_lib.host_loop(iteration, state, sweep.base, out, progress, start_time=start_time,
+                                   wall_offset=wall_offset, evaluate=evaluate, eval_every=sweep.eval_every,
+                                   members=list(sweep.members), summary=_summary)
+    evals = read_evals(out / "eval.jsonl", m_count)
+    results = _results(sweep, evals[-1][2]) if evals else []
     (out / "results.md").write_text(results_table(results))
     plotted = plot(sweep, evals, out / "yardstick.png")
     progress(results_table(results))
     progress(f"wrote {out}/results.md" + (f" and {out}/yardstick.png" if plotted else " (install matplotlib for the plot)"))
     return {"compiles": iteration._cache_size(), "results": results, "state": state}
+
+
+def _summary(rows: list[dict], iterations: int) -> str:
+    r = [row["training/reward_fraction_of_max"] for row in rows]
+    first = rows[0]
+    return (f"iter {first['training/iteration']:>4}/{iterations} steps/member {first['training/env_steps']:>9,} "
+            f"{first['charts/iteration_s']:6.2f} s/iter  reward fraction best {max(r):.3f} worst {min(r):.3f}")
+
+
+def read_evals(path: pathlib.Path, members: int) -> list[tuple[int, int, list[dict]]]:
+    """eval.jsonl as [(iteration, env steps per member, [scores of member 0..M-1])]."""
+    by_iteration: dict[int, dict] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.strip():
+            row = json.loads(line)
+            by_iteration.setdefault(row["training/iteration"], {})[row["member"]] = row
+    return [(it, rows[0]["training/env_steps"], [rows[i] for i in range(members)])
+            for it, rows in sorted(by_iteration.items()) if len(rows) == members]
+
+
+def load_saved(sweep_dir: pathlib.Path) -> Sweep:
+    """The sweep a sweep directory holds (sweep.json and base_config.yaml)."""
+    info_path = sweep_dir / "sweep.json"
+    if not info_path.exists():
+        raise MimicError(f"{sweep_dir}: not a sweep directory (no sweep.json)")
+    info = json.loads(info_path.read_text())
+    base = cfglib.load_config(train_lib.TrainConfig, sweep_dir / "base_config.yaml", [])
+    return Sweep(base=base, members=tuple(_member_from_json(m) for m in info["members"]),
+                 eval_every=info["eval_every"], eval_episodes=info["eval_episodes"])
+
+
+# What a resumed sweep may change: how long it runs, not what it trains.
+_RESUMABLE = {"iterations": 0, "time_limit_minutes": None}
+
+
+def check_same_sweep(sweep: Sweep, saved: Sweep, sweep_dir: pathlib.Path) -> None:
+    """A one-line MimicError unless `sweep` continues the one in `sweep_dir`."""
+    if [(m.overrides, m.seed) for m in sweep.members] != [(m.overrides, m.seed) for m in saved.members]:
+        raise MimicError(f"--resume: the sweep's members differ from those in {sweep_dir}/sweep.json")
+    mine, theirs = (cfglib.to_dict(s.base.replace(**_RESUMABLE)) for s in (sweep, saved))
+    if mine != theirs:
+        keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise MimicError(f"--resume: the base config differs from {sweep_dir}/base_config.yaml in "
+                         f"{', '.join(keys)} (only iterations and time_limit_minutes may change)")
 
 
 def _results(sweep: Sweep, scores: list[dict]) -> list[dict]:
@@ -322,15 +363,10 @@ def extract(sweep_dir: str | pathlib.Path, member: int, out_dir: str | pathlib.P
     """
     sweep_dir = pathlib.Path(sweep_dir)
     out = train_lib.check_run_dir(out_dir, resume=False, can_resume=False)
-    info_path = sweep_dir / "sweep.json"
-    if not info_path.exists():
-        raise MimicError(f"{sweep_dir}: not a sweep directory (no sweep.json)")
-    info = json.loads(info_path.read_text())
-    if not 0 <= member < len(info["members"]):
-        raise MimicError(f"--member {member}: the sweep has members 0..{len(info['members']) - 1}")
-    base = cfglib.load_config(train_lib.TrainConfig, sweep_dir / "base_config.yaml", [])
-    sweep = Sweep(base=base, members=tuple(_member_from_json(m) for m in info["members"]),
-                  eval_every=info["eval_every"], eval_episodes=info["eval_episodes"])  # fmt: skip
+    sweep = load_saved(sweep_dir)
+    base = sweep.base
+    if not 0 <= member < len(sweep.members):
+        raise MimicError(f"--member {member}: the sweep has members 0..{len(sweep.members) - 1}")
     env, _ = train_lib.build_env(base)
     template = jax.eval_shape(lambda: init_members(env, sweep))
     state, step = checkpoint.restore(sweep_dir, template)
@@ -358,6 +394,8 @@ def add_arguments(parser) -> None:
                         help="override a sweep-file key, e.g. iterations=10, num_envs=8 or "
                              "grid.trpo.max_kl=[0.01,0.05] (repeatable)")
     parser.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<file name>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the latest checkpoint in --out (the same sweep file; iterations may grow)")
 
 
 def run_cli(args) -> int:

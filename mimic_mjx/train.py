@@ -436,11 +436,7 @@ def progress_line(m: dict, iterations: int) -> str:
             f"kl {m['losses/kl']:.2e}  line search {accepted}/{m['trpo/backtracks']:.0f} backtracks")
 
 
-def _host_metrics(metrics: dict) -> dict:
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
-
-
-def _trim_metrics(path: pathlib.Path, last_iteration: int) -> float:
+def trim_log(path: pathlib.Path, last_iteration: int) -> float:
     """Keep only the metric lines up to `last_iteration` (a crash may have left later ones);
     returns the wall clock the kept lines reached (`charts/wall_time_s`), 0 if none."""
     if not path.exists():
@@ -449,6 +445,64 @@ def _trim_metrics(path: pathlib.Path, last_iteration: int) -> float:
             if line.strip() and json.loads(line)["training/iteration"] <= last_iteration]
     path.write_text("".join(line + "\n" for line in keep))
     return json.loads(keep[-1]).get("charts/wall_time_s", 0.0) if keep else 0.0
+
+
+def _first(x) -> int:
+    """An int from a scalar or from the [M] copies a sweep's members hold (all equal)."""
+    return int(jax.device_get(x).reshape(-1)[0])
+
+
+def host_loop(step_fn: Callable, state: TrainState, config: TrainConfig, run_dir: pathlib.Path, progress,
+              *, start_time: float, wall_offset: float = 0.0, evaluate: Callable | None = None,
+              eval_every: int = 0, members: list | None = None, summary: Callable | None = None):
+    """The Python side of training, the same for a run and a sweep: call the compiled
+    iteration, append `metrics.jsonl`, print progress, raise health alarms, checkpoint,
+    evaluate, and stop at `config.iterations` or `config.time_limit_minutes`.
+
+    `members` (a sweep's, each with a `label`): `step_fn` returns metrics with a leading
+    member axis; each member gets its own metrics line (with `member`) and its own alarms, and
+    `summary(rows, iterations)` gives the progress line. `evaluate(state, common)` runs every
+    `eval_every` iterations, at the end and at the time limit. Returns (state, history): one
+    metrics dict per iteration (a list of the members' dicts for a sweep).
+    """
+    metrics_path = run_dir / "metrics.jsonl"
+    count = 1 if members is None else len(members)
+    healths, history = [Health()] * count, []
+    samples = count * config.num_envs * config.horizon
+    done = _first(state.iteration)
+    while done < config.iterations:
+        t0 = time.perf_counter()
+        state, metrics = step_fn(state)
+        metrics = jax.device_get(metrics)
+        done = _first(state.iteration)
+        elapsed = time.perf_counter() - t0
+        common = {"training/iteration": done, "training/env_steps": _first(state.env_steps),
+                  "charts/SPS": samples / elapsed, "charts/iteration_s": elapsed,
+                  # Wall clock of the whole run, setup and compiles included, summed over resumes.
+                  "charts/wall_time_s": wall_offset + time.perf_counter() - start_time}
+        if members is None:
+            rows = [{**{k: float(v) for k, v in metrics.items()}, **common}]
+        else:
+            rows = [{**{k: float(v[i]) for k, v in metrics.items()}, "member": i, **common} for i in range(count)]
+        with metrics_path.open("a") as f:
+            f.write("".join(json.dumps(row) + "\n" for row in rows))
+        history.append(rows[0] if members is None else rows)
+        progress(progress_line(rows[0], config.iterations) if members is None else summary(rows, config.iterations))
+        for i, row in enumerate(rows):
+            healths[i], alarms = check_health(row, healths[i], config.env.motion)
+            for message in alarms:
+                progress(message if members is None else f"member {i} ({members[i].label}): {message}")
+        out_of_time = (config.time_limit_minutes is not None
+                       and time.perf_counter() - start_time >= 60.0 * config.time_limit_minutes)
+        if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
+            checkpoint.save(run_dir, done, state, keep=config.keep_checkpoints)
+        if evaluate is not None and (done % eval_every == 0 or done == config.iterations or out_of_time):
+            evaluate(state, common)
+        if out_of_time and done < config.iterations:
+            progress(f"time limit of {config.time_limit_minutes:g} minutes reached at iteration {done}; "
+                     f"checkpoint saved (continue with --resume --out {run_dir})")
+            break
+    return state, history
 
 
 def build_env(config: TrainConfig) -> tuple[env_lib.ImitationEnv, reward_lib.RewardConfig]:
@@ -497,8 +551,8 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         state, step = checkpoint.restore(run_dir, abstract_state(env, config))
         state = with_config_leaves(state, config, reward_config)
         progress(f"resumed {run_dir} at iteration {step}")
-        wall_offset = _trim_metrics(metrics_path, step)
-        _trim_metrics(run_dir / "eval.jsonl", step)
+        wall_offset = trim_log(metrics_path, step)
+        trim_log(run_dir / "eval.jsonl", step)
     else:
         if checkpoint.latest_step(run_dir) is not None:
             raise MimicError(f"{run_dir}: already holds a training run; pass --resume or choose another --out")
@@ -510,7 +564,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         # Reward and TRPO leaves are arguments, not constants, so runs that differ only in
         # those numbers share one compiled program (and its persistent-cache entry).
         init_fn = compiled.compile_fresh(lambda key, rc, hyper: init(env, config.replace(trpo=hyper), key, rc),
-                                jax.random.PRNGKey(config.seed), reward_config, config.trpo)
+                                         jax.random.PRNGKey(config.seed), reward_config, config.trpo)
         state = init_fn(jax.random.PRNGKey(config.seed), reward_config, config.trpo)
         progress(f"initialised {config.num_envs} environments in {time.perf_counter() - start:.1f} s")
     cfglib.save_config(config, run_dir / "config.yaml")
@@ -523,37 +577,9 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     step_fn = compiled.compile_fresh(make_iteration(env, config), state)
     progress(f"compiled in {time.perf_counter() - start:.1f} s")
 
-    health, history = Health(), []
-    done = int(state.iteration)
     evaluate = _periodic_evaluation(config, run_dir, progress) if config.eval_every > 0 else None
-    while done < config.iterations:
-        t0 = time.perf_counter()
-        state, metrics = step_fn(state)
-        metrics = _host_metrics(metrics)
-        done = int(state.iteration)
-        elapsed = time.perf_counter() - t0
-        metrics["training/iteration"] = done
-        metrics["training/env_steps"] = int(state.env_steps)
-        metrics["charts/SPS"] = config.num_envs * config.horizon / elapsed
-        # Wall clock of the whole run, setup and compiles included, summed over resumes.
-        metrics["charts/wall_time_s"] = wall_offset + time.perf_counter() - command_start
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        history.append(metrics)
-        progress(progress_line(metrics, config.iterations))
-        health, alarms = check_health(metrics, health, config.env.motion)
-        for message in alarms:
-            progress(message)
-        out_of_time = (config.time_limit_minutes is not None
-                       and time.perf_counter() - command_start >= 60.0 * config.time_limit_minutes)
-        if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
-            checkpoint.save(run_dir, done, state, keep=config.keep_checkpoints)
-        if evaluate is not None and (done % config.eval_every == 0 or done == config.iterations or out_of_time):
-            evaluate(state, metrics)
-        if out_of_time and done < config.iterations:
-            progress(f"time limit of {config.time_limit_minutes:g} minutes reached at iteration {done}; "
-                     f"checkpoint saved (continue with --resume --out {run_dir})")
-            break
+    state, history = host_loop(step_fn, state, config, run_dir, progress, start_time=command_start,
+                               wall_offset=wall_offset, evaluate=evaluate, eval_every=config.eval_every)
     return TrainResult(state=state, history=history, run_dir=run_dir)
 
 

@@ -54,6 +54,38 @@ def test_members_match_separate_runs(swept, tmp_path):
     assert pose[0] != pose[1]
 
 
+@pytest.mark.timeout(1800)
+def test_resume_continues_bit_for_bit(swept, tmp_path):
+    """1 iteration, then --resume to 2 == the fixture's 2 iterations in one go."""
+    sweep, result, root = swept
+    out = tmp_path / "resumed"
+    sweep_lib.run(sweep_lib.load_sweep(root / "sweep.yaml", ["iterations=1"]), out, progress=lambda _: None)
+    with pytest.raises(MimicError, match="already holds a sweep; pass --resume"):
+        sweep_lib.run(sweep, out, progress=lambda _: None)
+    lines = []
+    resumed = sweep_lib.run(sweep, out, progress=lines.append, resume=True)
+    assert any(line.startswith(f"resumed sweep {out} at iteration 1") for line in lines)
+    for a, b in zip(jax.tree.leaves(resumed["state"]), jax.tree.leaves(result["state"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    drop = ("charts/SPS", "charts/iteration_s", "charts/wall_time_s")
+    rows = [{k: v for k, v in json.loads(x).items() if k not in drop} for x in (out / "metrics.jsonl").open()]
+    want = [{k: v for k, v in json.loads(x).items() if k not in drop} for x in (root / "out" / "metrics.jsonl").open()]
+    assert rows == want
+    assert (out / "results.md").read_text() == (root / "out" / "results.md").read_text()
+
+
+def test_resume_refuses_another_sweep(swept, tmp_path):
+    sweep, _, root = swept
+    other = sweep_lib.load_sweep(root / "sweep.yaml", ["grid.reward.pose_scale=[2.0, 4.0]"])
+    with pytest.raises(MimicError, match="members differ"):
+        sweep_lib.check_same_sweep(other, sweep_lib.load_saved(root / "out"), root / "out")
+    longer = sweep_lib.load_sweep(root / "sweep.yaml", ["iterations=5"])
+    sweep_lib.check_same_sweep(longer, sweep_lib.load_saved(root / "out"), root / "out")  # may run longer
+    wider = sweep_lib.load_sweep(root / "sweep.yaml", ["num_envs=8"])
+    with pytest.raises(MimicError, match="base config differs .* in num_envs"):
+        sweep_lib.check_same_sweep(wider, sweep_lib.load_saved(root / "out"), root / "out")
+
+
 def test_one_compile_for_all_members(swept):
     _, result, _ = swept
     # The jitted, vmapped iteration's cache holds one program after every iteration ran.
