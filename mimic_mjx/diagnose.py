@@ -84,14 +84,12 @@ def make_rollout(env: env_lib.ImitationEnv, num_envs: int, steps: int):
 def step_rewards(rollouts: Rollouts, config: reward_lib.RewardConfig):
     """Rewards [T, P, N] and terms of the stored rollouts re-scored under `config`.
 
-    Re-scoring starts from the raw errors, which env.step does not zero, so env.step's rule
-    (a terminating step earns 0; env.py states it) is applied to them here; under the env's
-    own config this reproduces `rollouts.rewards` (tests/test_env.py checks it). The
-    diagnosis itself reads `rollouts.rewards` (`summarize(..., own=True)`).
+    Scored as env.step scores them (`reward.step_reward`, which holds the rule that a
+    terminating step earns 0), so under the env's own config this reproduces
+    `rollouts.rewards` (tests/test_env.py checks it). The diagnosis itself reads
+    `rollouts.rewards` (`summarize(..., own=True)`).
     """
-    total, terms = reward_lib.reward_from_errors(rollouts.errors, rollouts.actions, config)
-    keep = ~rollouts.terminated
-    return jnp.where(keep, total, 0.0), {k: jnp.where(keep, v, 0.0) for k, v in terms.items()}
+    return reward_lib.step_reward(rollouts.errors, rollouts.actions, config, rollouts.terminated)
 
 
 def discounted_returns(rewards, done, gamma):

@@ -321,17 +321,12 @@ class ImitationEnv:
         data, ref, start = self._forward_kinematics_stack(data, ref, start)
         finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & ~diverged
         errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref))
-        reward, terms = reward_lib.reward_from_errors(errors, action, state.reward_config)
         steps = state.step_count + 1
         why = self._termination(data, finite, steps, t, ref_qpos)
         terminated = jnp.any(jnp.stack([v for k, v in why.items() if not TERMINATIONS[k]]))
         truncated = ~terminated & jnp.any(jnp.stack([v for k, v in why.items() if TERMINATIONS[k]]))
         why = {k: (v & ~terminated) if TERMINATIONS[k] else v for k, v in why.items()}
-        # DeepMimic: a failed step earns the terminal reward, 0, not the tracking reward.
-        # This is the one place that rule lives; diagnose and evaluate read these rewards.
-        keep = ~terminated
-        reward = jnp.where(keep, reward, 0.0)
-        terms = jax.tree.map(lambda x: jnp.where(keep, x, 0.0), terms)
+        reward, terms = reward_lib.step_reward(errors, action, state.reward_config, terminated)
         obs = self._observe(data, t, self._future_qpos(t))
         obs = jnp.where(finite, obs, 0.0)  # never hand NaN/inf to the policy or the value
         errors = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), errors)

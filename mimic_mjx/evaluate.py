@@ -117,8 +117,8 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
         state, alive, scores = carry
         mean, _ = policy.apply(policy_params, nets.normalize(normalizer, state.obs))
         nxt = jax.vmap(env.step)(state, mean)
-        ref_reward, _ = jax.vmap(reward_lib.reward_from_errors, in_axes=(0, 0, None))(nxt.errors, mean, reference)
-        ref_reward = jnp.where(nxt.terminated, 0.0, ref_reward / best)
+        ref_reward, _ = reward_lib.step_reward(nxt.errors, mean, reference, nxt.terminated)
+        ref_reward = ref_reward / best
         done = nxt.terminated | nxt.truncated
         angle, distance, drift = jax.vmap(lambda s: tracking_errors(env, s))(nxt)
         scored = alive & ~done

@@ -248,6 +248,20 @@ def reward_from_errors(
     return total, terms
 
 
+def step_reward(
+    errors: Errors, action: jax.Array, config: RewardConfig, terminated: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`reward_from_errors`, with DeepMimic's rule for a step that ends its episode by a
+    failure (a fall, non-finite physics): it earns the terminal reward, 0, not the tracking
+    reward, so falling never pays. This is the one place the rule lives: env.step, diagnose's
+    re-scoring and evaluate's yardstick all score steps through it. Any shape of
+    `reward_from_errors`; `terminated` has the errors' shape.
+    """
+    total, terms = reward_from_errors(errors, action, config)
+    keep = ~terminated
+    return jnp.where(keep, total, 0.0), {k: jnp.where(keep, v, 0.0) for k, v in terms.items()}
+
+
 def compute_reward(
     sim: Kinematics, ref: Kinematics, action: jax.Array, config: RewardConfig
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
