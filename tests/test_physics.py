@@ -204,9 +204,12 @@ def test_mjx_and_native_agree_over_a_few_control_steps(mj_model, walk):
 
     Measured 2026-12-02 on this CPU (mocap frames 0, 12, 24 with their velocities, lifted
     1 cm, PD-held at their own pose): joints differ by up to 0.050 rad, bodies by 0.013 m.
-    With the actuators' force limits removed the joint gap halves (0.023 rad): MuJoCo C's
-    implicitfast drops the velocity derivative of a force-clamped actuator and MJX keeps it.
-    The rest (float32 in MJX, its own collision and Newton solver) is not yet taken apart.
+    Taken apart with the same states (2026-12-02): with the actuators' force limits removed
+    the joint gap halves (0.023 rad): MuJoCo C's implicitfast drops the velocity derivative
+    of a force-clamped actuator and MJX keeps it. Lifted 15 cm (no contact within 0.1 s) and
+    without force limits the backends agree to rounding (6e-8 rad in float32, 2e-16 with
+    jax_enable_x64); with x64 every gap above is unchanged, so float32 is not a cause. The
+    other half is contact: MJX's collision and its Newton solve of the contact constraints.
     The bounds below are twice the measurement: loose for physics, tight enough to catch a
     wrong model, actuator mapping or state layout (those differ by far more in one step).
     """
