@@ -32,7 +32,7 @@ Every row times whole chunks of `train.TrainConfig.horizon` control steps (physi
 same simulated time, horizon × substeps physics steps), so `--steps` is rounded up to whole
 chunks. Ratios must survive a shared machine, so the env and policy rows alternate their calls
 with calls of the physics row's compiled function, and the train row with the policy row's
-(PAIRS); a ratio then compares times taken under the same load.
+(each row's `pair` in the registry, `bench/harness.py`); a ratio then compares times taken under the same load.
 
 Each row compiles exactly one function; the env, policy and train rows start from one
 `train.init` state per batch (its compile is reported under `setup`), the physics and native
@@ -51,20 +51,18 @@ import jax
 from mimic_mjx.bench import rows as _rows  # noqa: F401  (registers the rows)
 from mimic_mjx.bench.harness import REGISTRY, Bench, build, chunk_count
 from mimic_mjx.bench.report import add_ratios, assemble, env_physics_ratio, format_report, time_split, update_fraction
-from mimic_mjx.bench.rows import SWEEP_MEMBERS, env_chunk, initial_physics_states, physics_chunk
+from mimic_mjx.bench.rows import env_chunk, initial_physics_states, physics_chunk
 from mimic_mjx.errors import MimicError
 
 ROWS = tuple(REGISTRY)
 DEFAULT_ROWS = tuple(n for n, s in REGISTRY.items() if s.default)
-# Rows that run once per physics backend; the others use the first backend's environment.
-PER_BACKEND = tuple(n for n, s in REGISTRY.items() if s.per_backend)
 # The issue's sizes for one GPU; on the 2-core CPU a batch of 32 runs every row in minutes.
 GPU_BATCHES = (128, 1024, 8192)
 CPU_BATCHES = (32,)
 # 96 control steps = 3 iterations of the default 32-step horizon: a few seconds per CPU row.
 DEFAULT_STEPS = 96
 
-__all__ = ["Bench", "ROWS", "DEFAULT_ROWS", "PER_BACKEND", "SWEEP_MEMBERS", "add_arguments", "add_ratios",
+__all__ = ["Bench", "ROWS", "DEFAULT_ROWS", "add_arguments", "add_ratios",
            "chunk_count", "env_chunk", "env_physics_ratio", "format_report", "initial_physics_states",
            "parse_batches", "parse_physics", "parse_rows", "parse_steps", "physics_chunk", "run_benchmark",
            "run_cli", "time_split", "update_fraction"]
@@ -72,8 +70,8 @@ __all__ = ["Bench", "ROWS", "DEFAULT_ROWS", "PER_BACKEND", "SWEEP_MEMBERS", "add
 
 def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = lambda msg: None,
                   command: str = "", profile_dir: str | None = None, physics=("mjx",), config=None) -> dict:
-    """Run `rows` at each batch size, the PER_BACKEND rows once per `physics` backend; the
-    JSON report (see BENCHMARKS.md for the keys)."""
+    """Run `rows` at each batch size, the per-backend rows (`RowSpec.per_backend`) once per
+    `physics` backend; the JSON report (see BENCHMARKS.md for the keys)."""
     load_start = os.getloadavg()
     bench = build(steps, progress, profile_dir, physics, config)
     results = []

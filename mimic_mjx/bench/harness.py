@@ -67,7 +67,7 @@ class Bench:
     profile_dir: str | None = None  # --profile: one extra call of each row under jax.profiler
     _setup: dict = dataclasses.field(default_factory=dict)
     setup_log: list = dataclasses.field(default_factory=list)
-    kept: dict = dataclasses.field(default_factory=dict)  # (row, batch, physics) -> _Timed, for PAIRS
+    kept: dict = dataclasses.field(default_factory=dict)  # (row, batch, physics) -> _Timed, for the rows paired with it
     physics: str = ""  # the backend the per-backend rows run on now
 
     @property
@@ -107,7 +107,7 @@ class Bench:
 
     def time_row(self, name: str, batch: int, fn, carry, steps_per_call: int) -> dict:
         """Compile `fn: carry -> (carry, out)`, run it once, then time `self.chunks` chained calls,
-        each preceded by one call of the PAIRS row's function when that row ran at this batch."""
+        each preceded by one call of the function of the row it is paired with (`RowSpec.pair`) when that row ran at this batch."""
         backend = self.env.physics.backend
         tag = f"[bench] batch {batch}: {name} ({backend}):"
         self.progress(f"{tag} compiling ...")
