@@ -224,11 +224,12 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     """
     start_time = time.perf_counter()
     out = train_lib.check_run_dir(out_dir, resume=resume, what="sweep")
+    if resume:  # before anything is built
+        check_same_sweep(sweep, load_saved(out), out)
     env, _ = train_lib.build_env(sweep.base)
     eval_env = eval_lib.eval_env(sweep.base)
     m_count = len(sweep.members)
     if resume:
-        check_same_sweep(sweep, load_saved(out), out)
         state, step = checkpoint.restore(out, jax.eval_shape(lambda: init_members(env, sweep)))
         wall_offset = train_lib.trim_log(out / "metrics.jsonl", step)
         train_lib.trim_log(out / "eval.jsonl", step)
@@ -402,10 +403,10 @@ def run_cli(args) -> int:
     # Every input is checked here, before an environment is built or a program compiled.
     sweep = load_sweep(args.config, args.overrides)
     out = args.out or str(pathlib.Path("runs") / f"sweep_{pathlib.Path(args.config).stem}")
-    train_lib.check_run_dir(out, resume=False, what="sweep", can_resume=False)
+    train_lib.check_run_dir(out, resume=args.resume, what="sweep")
     train_lib.check_clip(sweep.base)
     compiled.enable_compile_cache()
-    run(sweep, out, progress=lambda line: print(line, flush=True))
+    run(sweep, out, progress=lambda line: print(line, flush=True), resume=args.resume)
     return 0
 
 

@@ -86,6 +86,21 @@ def test_resume_refuses_another_sweep(swept, tmp_path):
         sweep_lib.check_same_sweep(wider, sweep_lib.load_saved(root / "out"), root / "out")
 
 
+def test_cli_resume_goes_through_and_refuses_another_sweep(swept, capsys):
+    import argparse
+
+    _, _, root = swept
+    parser = argparse.ArgumentParser()
+    sweep_lib.add_arguments(parser)
+    other = parser.parse_args(["--config", str(root / "sweep.yaml"), "--out", str(root / "out"), "--resume",
+                               "--set", "grid.reward.pose_scale=[2.0, 4.0]"])
+    with pytest.raises(MimicError, match="members differ"):
+        sweep_lib.run_cli(other)
+    same = parser.parse_args(["--config", str(root / "sweep.yaml"), "--out", str(root / "out"), "--resume"])
+    assert sweep_lib.run_cli(same) == 0  # already at its 2 iterations: restores, runs none
+    assert f"resumed sweep {root / 'out'} at iteration 2" in capsys.readouterr().out
+
+
 def test_one_compile_for_all_members(swept):
     _, result, _ = swept
     # The jitted, vmapped iteration's cache holds one program after every iteration ran.
