@@ -80,12 +80,25 @@ def _template(config: train_lib.TrainConfig) -> dict:
 def export(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> pathlib.Path:
     """Write the latest checkpoint of `run_dir` as a policy folder `out_dir`."""
     bundle = load(str(run_dir))
+    meta = {"run": str(run_dir), "iteration": bundle.iteration, "env_steps": bundle.env_steps}
+    return write(out_dir, bundle.config, bundle.policy_params, bundle.normalizer, meta)
+
+
+def write(out_dir: str | pathlib.Path, config: train_lib.TrainConfig, policy_params, normalizer,
+          meta: dict) -> pathlib.Path:
+    """Write a policy folder (config, weights, `meta`: at least iteration and env_steps).
+
+    The weights go in last, under a temporary name renamed into place, so a folder that
+    `load` recognises (by its weights file) always holds a complete policy, even when the
+    trainer is killed while it rewrites `best/`.
+    """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfglib.save_config(bundle.config, out / CONFIG)
-    checkpoint.save_tree(out / WEIGHTS, {"policy_params": bundle.policy_params, "normalizer": bundle.normalizer})
-    meta = {"run": str(run_dir), "iteration": bundle.iteration, "env_steps": bundle.env_steps}
+    cfglib.save_config(config, out / CONFIG)
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    partial = out / (WEIGHTS + ".partial")
+    checkpoint.save_tree(partial, {"policy_params": policy_params, "normalizer": normalizer})
+    partial.replace(out / WEIGHTS)
     return out
 
 

@@ -62,7 +62,8 @@ def test_summarize_by_hand():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "run"
-    config = cfglib.load_config(train.TrainConfig, None, TINY + ["iterations=2", "eval_every=1", "eval_episodes=1"])
+    config = cfglib.load_config(train.TrainConfig, None, TINY + ["iterations=2", "eval_every=1", "eval_episodes=1",
+                                                                    "eval_rsi_episodes=2"])
     train.train(config, out, progress=lambda _: None)
     return out
 
@@ -104,6 +105,23 @@ def test_training_evaluates_every_eval_every_iterations(run_dir):
     # The same yardstick as `mimic-mjx eval` of the final checkpoint (RSI off, deterministic).
     final = evaluate.evaluate(run_dir, episodes=1)
     assert lines[-1]["eval/episode_length_mean"] == final["episode_length_mean"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_best_policy_is_the_periodic_evaluation_with_the_best_mean_return(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]
+    for x in lines:
+        mean = 0.5 * (x["eval/normalized_return"] + x["eval_rsi/normalized_return"])
+        assert x["eval/selection_score"] == pytest.approx(mean, rel=1e-9)
+    best = max(lines, key=lambda x: x["eval/selection_score"])  # the first of equals, as the trainer keeps
+    # A second method: `mimic-mjx eval` of best/ (seed 0, the trainer's fixed evaluation key)
+    # reproduces that line's scores from t = 0 and from random clip times.
+    t0 = evaluate.evaluate(run_dir / train.BEST_DIR, episodes=1)
+    rsi = evaluate.evaluate(run_dir / train.BEST_DIR, episodes=2, rsi=True)
+    assert t0["iteration"] == best["training/iteration"] and t0["env_steps"] == best["training/env_steps"]
+    assert t0["normalized_return"] == pytest.approx(best["eval/normalized_return"], rel=1e-5)
+    assert rsi["normalized_return"] == pytest.approx(best["eval_rsi/normalized_return"], rel=1e-5)
 
 
 @pytest.mark.slow
