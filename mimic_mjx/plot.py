@@ -21,6 +21,7 @@ from mimic_mjx.errors import MimicError
 STEPS_KEY = "training/env_steps"
 WALL_KEY = "charts/wall_time_s"
 EVAL_KEY = "eval/normalized_return"
+RSI_EVAL_KEY = "eval_rsi/normalized_return"
 # (metric key, panel title) of the panels every plot has, in order; the reward terms follow.
 FIXED_PANELS = (
     ("training/reward_mean", "reward per step"),
@@ -135,13 +136,20 @@ def plot_runs(runs: list[str | pathlib.Path], out: str | pathlib.Path,
                 ax.set_visible(False)
                 continue
             key, title = panels[i]
-            drawn = 0
+            drawn, rsi_drawn = 0, False
             for label, run_rows in data:
                 xs, ys = series(run_rows, x_key, key, x_scale)
+                line = None
                 if xs:
                     # Evaluations are sparse (every few iterations): show each one.
-                    ax.plot(xs, ys, label=label, marker="o" if key == EVAL_KEY else None, markersize=3)
+                    line, = ax.plot(xs, ys, label=label, marker="o" if key == EVAL_KEY else None, markersize=3)
                     drawn += 1
+                if key == EVAL_KEY:  # `eval_rsi_episodes`: the same evaluation from random clip times
+                    xs, ys = series(run_rows, x_key, RSI_EVAL_KEY, x_scale)
+                    if xs:
+                        ax.plot(xs, ys, label=f"{label} (--rsi)", linestyle="--", marker="x", markersize=3,
+                                color=line.get_color() if line is not None else None)
+                        rsi_drawn = True
             if not drawn:
                 text = NO_EVAL_TEXT if key == EVAL_KEY else f"no {key} in metrics.jsonl"
                 ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
@@ -153,7 +161,7 @@ def plot_runs(runs: list[str | pathlib.Path], out: str | pathlib.Path,
             ax.set_xlabel(x_label, fontsize=9)
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
-            if i == 0:
+            if i == 0 or rsi_drawn:
                 ax.legend(fontsize=8)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

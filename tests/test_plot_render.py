@@ -25,6 +25,7 @@ def _write_run(run_dir, with_eval=True, lines=4):
         }
         if with_eval and i == 2:
             row["eval/normalized_return"] = 0.25
+            row["eval_rsi/normalized_return"] = 0.2  # eval_rsi_episodes: drawn dashed in the same panel
         rows.append(json.dumps(row))
     (run_dir / "metrics.jsonl").write_text("\n".join(rows) + "\n")
     return run_dir
