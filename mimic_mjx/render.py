@@ -302,10 +302,12 @@ class RenderResult:
 def _overlays(t: float, clip_time: float, last_fall: float | None, label: str) -> list:
     """Text of a frame at time `t` (s): times, legend and, for a while after a fall, a banner."""
     grid = mujoco.mjtGridPos
+    # Times top left, legend bottom left: side by side at the top, the two blocks overlap at
+    # GIF sizes (320 px wide). A fall banner takes the top right.
     out = [(grid.mjGRID_TOPLEFT, "time\nclip time", f"{t:.2f} s\n{clip_time:.2f} s"),
-           (grid.mjGRID_TOPRIGHT, f"{label}\nblue ghost: reference", "")]
+           (grid.mjGRID_BOTTOMLEFT, f"{label}\nblue ghost: reference", "")]
     if last_fall is not None and t - last_fall < FALL_BANNER_S:
-        out.append((grid.mjGRID_BOTTOMLEFT, f"FELL at {last_fall:.2f} s: episode restarted", ""))
+        out.append((grid.mjGRID_TOPRIGHT, f"FELL at {last_fall:.2f} s\nepisode restarted", ""))
     return out
 
 
