@@ -88,17 +88,19 @@ def write(out_dir: str | pathlib.Path, config: train_lib.TrainConfig, policy_par
           meta: dict) -> pathlib.Path:
     """Write a policy folder (config, weights, `meta`: at least iteration and env_steps).
 
-    The weights go in last, under a temporary name renamed into place, so a folder that
-    `load` recognises (by its weights file) always holds a complete policy, even when the
-    trainer is killed while it rewrites `best/`.
+    For the trainer, which rewrites `best/` in place: the weights are written under a
+    temporary name and renamed into place, so a kill never leaves a half-written weights
+    file; `meta.json`, where the trainer reads the best score back, goes last, so a kill
+    between the two leaves new weights under the older, lower score, which the next better
+    evaluation replaces.
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfglib.save_config(config, out / CONFIG)
-    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     partial = out / (WEIGHTS + ".partial")
     checkpoint.save_tree(partial, {"policy_params": policy_params, "normalizer": normalizer})
     partial.replace(out / WEIGHTS)
+    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
