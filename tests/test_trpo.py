@@ -131,11 +131,19 @@ def test_fvp_equals_explicit_fisher():
     hessian = np.asarray(jax.hessian(mean_kl)(flat0), np.float64)
     np.testing.assert_allclose(hessian, fisher, atol=1e-5)  # the two references agree
 
+    def kl_of_outputs(outputs):
+        mean, log_std = outputs
+        return jnp.mean(gaussian_kl(old_mean, old_log_std, mean, log_std))
+
     v = jax.random.normal(jax.random.PRNGKey(4), flat0.shape)
-    fvp = jax.jit(fisher_vector_product, static_argnums=(0,))
-    np.testing.assert_allclose(fvp(mean_kl, flat0, v, 0.0), fisher @ np.asarray(v), rtol=1e-4, atol=1e-5)
+
+    @jax.jit
+    def fvp(v, damping):
+        return fisher_vector_product(lambda f: net.apply(unravel(f), obs), kl_of_outputs, flat0, damping)(v)
+
+    np.testing.assert_allclose(fvp(v, 0.0), fisher @ np.asarray(v), rtol=1e-4, atol=1e-5)
     damped = fisher @ np.asarray(v) + 0.1 * np.asarray(v)
-    np.testing.assert_allclose(fvp(mean_kl, flat0, v, 0.1), damped, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fvp(v, 0.1), damped, rtol=1e-4, atol=1e-5)
 
 
 # --- 3. one TRPO step -----------------------------------------------------------------------
@@ -164,6 +172,32 @@ def test_trpo_step_improves_within_trust_region(policy, batch, step):
     np.testing.assert_allclose(float(metrics["losses/surrogate_after"]), surrogate, rtol=1e-3)
     # The advantages reward a larger action[0], so the step raises its mean.
     assert m1[:, 0].mean() > m0[:, 0].mean()
+
+
+def test_line_search_takes_the_first_passing_fraction(policy, batch, step):
+    """max_kl small enough that the full step overshoots: the step taken is the largest
+    fraction 0.5**k whose KL, recomputed with numpy for every k, is within 1.5 max_kl."""
+    net, params = policy
+    config = TrpoConfig(max_kl=0.01, kl_accept_factor=0.3)  # accept only KL <= 0.003
+    new_params, metrics = step(params, batch, config)
+    assert float(metrics["trpo/accepted"]) == 1.0
+    k = int(metrics["trpo/backtracks"])
+    assert k >= 1  # the quadratic model puts the full step at KL ≈ 0.01 > 0.003
+
+    # The full step, from the step actually taken: new = old + 0.5**k full_step.
+    flat0, unravel = ravel_pytree(params)
+    full_step = (ravel_pytree(new_params)[0] - flat0) / 0.5**k
+    m0, s0 = as_np(net.apply(params, batch.obs))
+    adv = np.asarray(batch.advantages, np.float64)
+    adv = (adv - adv.mean()) / adv.std()
+    passing = []
+    for j in range(config.backtrack_iters):
+        m1, s1 = as_np(net.apply(unravel(flat0 + 0.5**j * full_step), batch.obs))
+        ratio = np.exp(np_log_prob(m1, s1, np.asarray(batch.actions)) - np_log_prob(m0, s0, np.asarray(batch.actions)))
+        passing.append(np_mean_kl(m0, s0, m1, s1) <= 0.003 and np.mean(ratio * adv) > 0)
+    assert passing.index(True) == k
+    np.testing.assert_allclose(float(metrics["losses/kl"]), np_mean_kl(m0, s0, *as_np(net.apply(new_params, batch.obs))),
+                               rtol=1e-3)
 
 
 def test_trpo_metric_keys(policy, batch, step):
