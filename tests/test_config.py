@@ -337,7 +337,7 @@ reward: {preset: deepmimic_paper, pose_weight: null, pose_scale: null, velocity_
   output_scale: null, alive_bonus: null, action_penalty: null}
 trpo: {max_kl: 0.05, damping: 0.1, cg_tol: 1.0e-10, backtrack_coeff: 0.5, accept_ratio: 0.1,
   kl_accept_factor: 1.5, gamma: 0.95, gae_lambda: 0.95, value_lr: 0.001, cg_iters: 10,
-  backtrack_iters: 10, value_epochs: 5, value_minibatches: 8, fvp_subsample: 1}
+  backtrack_iters: 10, value_epochs: 2, value_minibatches: 8, fvp_subsample: 5}
 network:
   policy_hidden: [256, 256]
   value_hidden: [256, 256]
