@@ -161,7 +161,8 @@ def fisher_vector_product(
     forward and backward passes for every CG iteration. Returns a function of `v [P] -> [P]`.
     """
     outputs, jvp_fn = jax.linearize(outputs_fn, params_flat)
-    _, vjp_fn = jax.vjp(outputs_fn, params_flat)
+    # The transpose of the linearisation is the vjp, without a second forward pass.
+    vjp_fn = jax.linear_transpose(jvp_fn, params_flat)
     grad_out = jax.grad(kl_of_outputs)
 
     def fvp(v: jax.Array) -> jax.Array:
