@@ -104,6 +104,18 @@ def test_a_finished_episode_restarts_exactly_as_reset_would(walk_env):
     np.testing.assert_array_equal(np.asarray(after.rng), np.asarray(expected.rng))
 
 
+def test_a_continuing_step_reaches_its_final_obs(walk_env, walk_reset):
+    """GAE (train.compute_advantages) reads V(final_obs[t]) off V(obs[t + 1]) for a step that did
+    not end its episode: the state it hands on must observe exactly its final_obs."""
+    from mimic_mjx import env as env_lib
+
+    state = jax.jit(lambda s: env_lib.step_batch(walk_env, s, jnp.zeros((s.time.shape[0], walk_env.action_size))))(
+        walk_reset)
+    going = ~np.asarray(state.done)
+    assert going.any()
+    np.testing.assert_array_equal(np.asarray(state.obs)[going], np.asarray(state.final_obs)[going])
+
+
 def test_reference_policy_survives_longer_than_zero_and_random(walk_rollouts):
     rollouts, _ = walk_rollouts
     falls = np.asarray(rollouts.terminated).sum(axis=(0, 2))  # [P] falls in the same window

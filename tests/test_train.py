@@ -251,6 +251,39 @@ def test_probe_value_bootstraps_truncations_only():
     assert 0.3 < history[-1]["training/fall_fraction"] < 0.7  # half the envs fall, half time out
 
 
+@pytest.mark.parametrize("truncate", [True, False])
+def test_gae_bootstraps_from_the_next_obs_as_from_the_final_obs(truncate):
+    """compute_advantages takes V(final_obs[t]) from V(obs[t + 1]) where step t did not end its
+    episode; the reference here evaluates V(final_obs) everywhere and runs compute_gae."""
+    from mimic_mjx import networks as nets
+    from mimic_mjx import trpo as trpo_lib
+
+    t, b, d = 5, 3, 2
+    k_obs, k_final, k_init = jax.random.split(jax.random.PRNGKey(4), 3)
+    obs = jax.random.normal(k_obs, (t, b, d))
+    terminated = jnp.zeros((t, b), bool).at[1, 0].set(True).at[3, 2].set(True)
+    truncated = jnp.zeros((t, b), bool).at[2, 1].set(truncate)
+    done = terminated | truncated
+    # Where a step ended its episode its final obs is the pre-reset one, not obs[t + 1].
+    following = jnp.concatenate([obs[1:], jax.random.normal(k_final, (1, b, d))])
+    final_obs = jnp.where(done[..., None], jax.random.normal(k_init, (t, b, d)), following)
+    zeros = jnp.zeros((t, b))
+    traj = train.Trajectory(obs=obs, actions=zeros[..., None], rewards=jnp.arange(t * b, dtype=jnp.float32).reshape(t, b),
+                            reward_terms={}, termination={}, final_obs=final_obs, terminated=terminated,
+                            truncated=truncated, episode_length=zeros, episode_return=zeros)
+    value = nets.ValueNetwork(hidden=(8,))
+    params = value.init(jax.random.PRNGKey(5), obs[0])
+    normalizer = nets.update_normalizer(nets.init_normalizer(d), obs)
+    hyper = trpo_lib.TrpoConfig(gamma=0.9, gae_lambda=0.8)
+    adv, returns, values = jax.jit(train.compute_advantages, static_argnums=0)(value, params, normalizer, traj, hyper)
+    v = lambda x: value.apply(params, nets.normalize(normalizer, x))  # noqa: E731
+    expected_adv, expected_returns = trpo_lib.compute_gae(traj.rewards, v(obs), v(final_obs), terminated, truncated,
+                                                          0.9, 0.8)
+    np.testing.assert_allclose(values, v(obs), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(adv, expected_adv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(returns, expected_returns, rtol=1e-5, atol=1e-5)
+
+
 def test_iteration_vmaps_over_members_with_their_own_reward():
     """A sweep: one program, members differing only in the reward config they carry."""
     env, config = ProbeEnv("bandit"), probe_config()
@@ -351,7 +384,11 @@ def test_resume_with_another_network_is_one_line(run):
 def test_humanoid_improves_with_the_cpu_recipe(tmp_path):
     """cpu_tiny.yaml's recipe (leaf settings only, so TINY's compiled program): reward per step
     and episode length rise within 60 iterations of 256 samples."""
-    # Measured: seeds 1 and 2 both gained +0.03 reward per step and +4 steps of episode length.
+    # Measured on 2026-12-04's 2-core AMD EPYC, late minus early: seeds 1, 2, 3 gained +2.2, +3.6,
+    # +3.7 steps of episode length and +0.007, +0.005, +0.017 reward per step (an earlier machine:
+    # +4 steps and +0.03 for seeds 1 and 2). The same seeds with trpo.max_kl=1e-6, a policy that
+    # does not move: +0.09 and +0.06 steps, -0.005 and +0.000 reward. So the episode length is
+    # the signal that separates learning from noise here; the reward only has to rise.
     config = tiny_config("iterations=60", "checkpoint_every=1000", "seed=1", "reward.preset=deepmimic_code",
                          "trpo.gamma=0.8", "trpo.max_kl=0.1")
     history = train.train(config, tmp_path / "learn", progress=lambda _: None).history
@@ -359,8 +396,8 @@ def test_humanoid_improves_with_the_cpu_recipe(tmp_path):
     # Skip the first 2 iterations: every env starts fresh at a reference state, which inflates
     # reward and truncates episode lengths at 16 steps, whatever the policy.
     early, late = history[2:12], history[-10:]
-    assert mean("training/reward_mean", late) > mean("training/reward_mean", early) + 0.01
-    assert mean("training/episode_length", late) > mean("training/episode_length", early)
+    assert mean("training/episode_length", late) > mean("training/episode_length", early) + 1.0
+    assert mean("training/reward_mean", late) > mean("training/reward_mean", early)
 
 
 @pytest.mark.slow
