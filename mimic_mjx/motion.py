@@ -298,7 +298,7 @@ def sample(arr: ClipArrays, t):
         cycles = jnp.zeros_like(t)
         tau = jnp.clip(t, 0.0, duration)
     n = arr.frame_times.shape[0]
-    i = jnp.clip(jnp.searchsorted(arr.frame_times, tau, side="right") - 1, 0, n - 2)
+    i = jnp.clip(jnp.searchsorted(arr.frame_times, tau, side="right", method="compare_all") - 1, 0, n - 2)
     t0, t1 = arr.frame_times[i], arr.frame_times[i + 1]
     a = jnp.clip((tau - t0) / (t1 - t0), 0.0, 1.0)
     q0, q1 = arr.qpos[i], arr.qpos[i + 1]
