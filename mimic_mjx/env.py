@@ -23,7 +23,6 @@ from mimic_mjx import physics as physics_lib
 from mimic_mjx import quaternion as quat
 from mimic_mjx import reward as reward_lib
 from mimic_mjx.errors import MimicError
-from mimic_mjx.physics import mjx
 
 # Why an episode ended, declared once (mjlab's termination terms): name -> is it a time-out?
 # A time-out (truncation) bootstraps from the final observation; a failure earns 0 and does
@@ -71,7 +70,7 @@ class EnvConfig:
 class State:
     """One environment. Shapes for a single env; vmapped states add a leading [B]."""
 
-    data: mjx.Data  # physics state (qpos [35], qvel [34], ...)
+    data: physics_lib.PhysicsState  # physics state (qpos [35], qvel [34], kinematics)
     obs: jax.Array  # [obs_dim] observation for the next action (after any auto-reset)
     final_obs: jax.Array  # [obs_dim] observation reached by the last step, before auto-reset
     reward: jax.Array  # [] reward of the last step
@@ -114,7 +113,6 @@ class ImitationEnv:
         self.mj_model = model_lib.load_model(config.control)
         self.physics = physics_lib.Physics(self.mj_model, config.physics, config.physics_threads or None)
         self.mjx_model = self.physics.mjx_model
-        self._data0 = self.physics.data0
         self.substeps = self.physics.substeps
         self.dt = 1.0 / model_lib.CONTROL_HZ
         self.max_steps = int(round(config.episode_seconds * model_lib.CONTROL_HZ))
@@ -137,7 +135,8 @@ class ImitationEnv:
         self._fall_geom = np.array([m.geom_bodyid[g] in falls for g in range(m.ngeom)])
         self._lo, self._hi = lo, hi
         future = jnp.zeros((len(config.future_frames), self.mj_model.nq))
-        self.observation_size = int(self._observe(self._data0, jnp.zeros(()), future).shape[0])
+        rest = self.physics.put(self.physics.data0.qpos, self.physics.data0.qvel)
+        self.observation_size = int(self._observe(rest, jnp.zeros(()), future).shape[0])
 
     # ----------------------------------------------------------------- physics helpers
     def _forward_kinematics(self, data):
@@ -152,7 +151,7 @@ class ImitationEnv:
     def reference(self, t):
         """Reference physics state at clip time t: (data with kinematics, lowest point)."""
         qpos, qvel, low = motion.sample(self.clip_arrays, t)
-        return self._forward_kinematics(self._data0.replace(qpos=qpos, qvel=qvel)), low
+        return self._forward_kinematics(self.physics.put(qpos, qvel)), low
 
     def kinematics(self, data) -> reward_lib.Kinematics:
         """What the reward compares, from a data with forward kinematics done."""
@@ -253,7 +252,7 @@ class ImitationEnv:
         # Some mocap frames put a body under the floor (see `mimic-mjx clips --check`):
         # start those episodes lifted by the depth, not inside the floor.
         qpos = qpos.at[2].add(jnp.maximum(0.0, -low))
-        return rng, t, self._data0.replace(qpos=qpos, qvel=qvel, ctrl=self._pd_hold(qpos))
+        return rng, t, self.physics.put(qpos, qvel, self._pd_hold(qpos))
 
     def _started(self, rng, t, data, reward_config) -> State:
         """The State of a new episode from `_start`'s physics state with kinematics done."""
@@ -317,7 +316,7 @@ class ImitationEnv:
         # The stepped state, its reference and the start that replaces a finished episode all
         # need forward kinematics; one vmapped call compiles it once instead of three times
         # (MJX's FK is a large share of the step's compile; BENCHMARKS.md, "CPU compile time").
-        ref = self._data0.replace(qpos=ref_qpos, qvel=ref_qvel)
+        ref = self.physics.put(ref_qpos, ref_qvel)
         data, ref, start = self._forward_kinematics_stack(data, ref, start)
         finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & ~diverged
         errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref))

@@ -2,10 +2,10 @@
 
 Every other module reaches the humanoid's physics through a `Physics` object:
 
-* `put(qpos, qvel, ctrl) -> mjx.Data`  a physics state (no kinematics yet)
-* `step(data) -> (data, diverged)`    one 30 Hz control step (`substeps` physics steps)
-* `forward_kinematics(data) -> data`  body poses, velocities and geom frames of qpos/qvel
-* `lowest_geom_z(data) -> [ngeom]`     each geom's lowest point, for falls from geometry
+* `put(qpos, qvel, ctrl) -> PhysicsState`  a physics state (no kinematics yet)
+* `step(state) -> (state, diverged)`       one 30 Hz control step (`substeps` physics steps)
+* `forward_kinematics(state) -> state`     body poses, velocities and geom frames of qpos/qvel
+* `lowest_geom_z(state) -> [ngeom]`         each geom's lowest point, for falls from geometry
 
 Two backends advance the state, and everything else (kinematics, observation, reward,
 termination) is the same JAX code for both:
@@ -15,8 +15,13 @@ termination) is the same JAX code for both:
   once per control step for the whole batch through `jax.pure_callback`. On a CPU it runs
   ~14x faster than MJX there and compiles in a fraction of the time (BENCHMARKS.md).
 
-The physics state is an `mjx.Data` for both, so a `State` has one type whatever the backend.
-What crosses the native boundary is MuJoCo's full physics state (`mjSTATE_FULLPHYSICS`: time,
+The physics state is a `PhysicsState` for both, so a `State` has one type whatever the
+backend: what a control step continues from (time, qpos, qvel, act, ctrl and MJX's solver warm
+start) and the kinematics the environment reads, 13 arrays. Not a whole `mjx.Data` (84 arrays,
+51 KB per humanoid, most of them the constraint Jacobian, mass matrix and contacts that the next
+step recomputes from the first five anyway): every array the rollout carries is selected at each
+auto-reset and copied through the `lax.scan`, per control step (BENCHMARKS.md, "Physics
+backends"). What crosses the native boundary is MuJoCo's full physics state (`mjSTATE_FULLPHYSICS`: time,
 qpos, qvel, act) and the controls; each environment is rolled out on its own from that, so a
 result never depends on how the batch was split among threads or calls. One difference is
 stated, not hidden: `mujoco.rollout` starts every call's constraint solver from a zero warm
@@ -36,6 +41,7 @@ import io
 import os
 import threading
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -58,6 +64,35 @@ _CLOCK0 = 1.0
 
 _GEOM_SPHERE, _GEOM_CAPSULE, _GEOM_BOX = (int(mujoco.mjtGeom.mjGEOM_SPHERE), int(mujoco.mjtGeom.mjGEOM_CAPSULE),
                                           int(mujoco.mjtGeom.mjGEOM_BOX))
+
+
+@flax.struct.dataclass
+class PhysicsState:
+    """The simulated humanoid. Shapes for one environment; batches add leading axes.
+
+    The first six fields are all a control step continues from, exactly, on either backend
+    (`mjx.step` recomputes everything else from them; MuJoCo C's full-physics state is time,
+    qpos, qvel, act). The rest are `Physics.forward_kinematics` of qpos/qvel, stale from
+    `put` or `step` until it is called; the names and meanings are mjx.Data's.
+    """
+
+    time: jax.Array  # [] s
+    qpos: jax.Array  # [nq]
+    qvel: jax.Array  # [nv]
+    act: jax.Array  # [na]
+    ctrl: jax.Array  # [nu]
+    qacc_warmstart: jax.Array  # [nv] MJX's solver warm start (mujoco.rollout takes none back: zeros)
+    xpos: jax.Array  # [nbody, 3] body frame origins, world
+    xquat: jax.Array  # [nbody, 4] body orientations, world
+    xipos: jax.Array  # [nbody, 3] body centres of mass, world
+    subtree_com: jax.Array  # [nbody, 3] centre of mass of each body's subtree
+    cvel: jax.Array  # [nbody, 6] (angular, linear) velocity about subtree_com[0]'s frame (MuJoCo's cvel)
+    geom_xpos: jax.Array  # [ngeom, 3]
+    geom_xmat: jax.Array  # [ngeom, 3, 3]
+
+
+# PhysicsState's kinematics: what forward_kinematics copies from mjx.kinematics/com_pos/com_vel.
+KINEMATICS_FIELDS = ("xpos", "xquat", "xipos", "subtree_com", "cvel", "geom_xpos", "geom_xmat")
 
 
 def resolve_backend(name: str, jax_backend: str | None = None) -> str:
@@ -103,34 +138,43 @@ class Physics:
             self._native = _NativeStepper(mj_model, self.substeps, threads or default_threads())
 
     # ----------------------------------------------------------------------- state
-    def put(self, qpos, qvel, ctrl) -> mjx.Data:
-        """A physics state at `qpos [nq]`, `qvel [nv]` with controls `ctrl [nu]`."""
-        return self.data0.replace(qpos=qpos, qvel=qvel, ctrl=ctrl)
+    def put(self, qpos, qvel, ctrl=None) -> PhysicsState:
+        """A physics state at `qpos [nq]`, `qvel [nv]` with controls `ctrl [nu]` (default 0),
+        at rest otherwise (time 0, no warm start); its kinematics are mjx.make_data's zeros."""
+        d = self.data0
+        ctrl = d.ctrl if ctrl is None else ctrl
+        return PhysicsState(time=d.time, qpos=qpos, qvel=qvel, act=d.act, ctrl=ctrl, qacc_warmstart=d.qacc_warmstart,
+                            **{f: getattr(d, f) for f in KINEMATICS_FIELDS})
 
     # ------------------------------------------------------------------------ step
-    def step(self, data: mjx.Data) -> tuple[mjx.Data, jax.Array]:
-        """One control step under `data.ctrl`: `(data after it, diverged [] bool)`.
+    def step(self, state: PhysicsState) -> tuple[PhysicsState, jax.Array]:
+        """One control step under `state.ctrl`: `(state after it, diverged [] bool)`.
 
         `diverged` is True where MuJoCo C reset an unstable simulation (native); MJX reports
-        instability as non-finite numbers instead, which the caller checks for both.
+        instability as non-finite numbers instead, which the caller checks for both. The
+        kinematics fields are left as they were (call `forward_kinematics`).
         """
         if self.backend == "mjx":
             def substep(d, _):
                 return mjx.step(self.mjx_model, d), None
 
-            data, _ = jax.lax.scan(substep, data, None, length=self.substeps)
-            return data, jnp.zeros((), bool)
-        return self._native.step(data)
+            d = self.data0.replace(time=state.time, qpos=state.qpos, qvel=state.qvel, act=state.act, ctrl=state.ctrl,
+                                   qacc_warmstart=state.qacc_warmstart)
+            d, _ = jax.lax.scan(substep, d, None, length=self.substeps)
+            return state.replace(time=d.time, qpos=d.qpos, qvel=d.qvel, act=d.act,
+                                 qacc_warmstart=d.qacc_warmstart), jnp.zeros((), bool)
+        return self._native.step(state)
 
     # ------------------------------------------------------------------ kinematics
-    def forward_kinematics(self, data: mjx.Data) -> mjx.Data:
+    def forward_kinematics(self, state: PhysicsState) -> PhysicsState:
         """Body and geom poses (xpos, xquat, geom_xpos, geom_xmat), subtree COM and body
-        velocities (cvel) of `data.qpos`/`data.qvel`: the same JAX code for both backends."""
-        data = mjx.kinematics(self.mjx_model, data)
-        data = mjx.com_pos(self.mjx_model, data)
-        return mjx.com_vel(self.mjx_model, data)
+        velocities (cvel) of `state.qpos`/`state.qvel`: the same JAX code for both backends.
+        qpos comes back with its quaternions normalised, as mjx.kinematics leaves it."""
+        d = self.data0.replace(qpos=state.qpos, qvel=state.qvel)
+        d = mjx.com_vel(self.mjx_model, mjx.com_pos(self.mjx_model, mjx.kinematics(self.mjx_model, d)))
+        return state.replace(qpos=d.qpos, **{f: getattr(d, f) for f in KINEMATICS_FIELDS})
 
-    def lowest_geom_z(self, data: mjx.Data) -> jax.Array:
+    def lowest_geom_z(self, data: PhysicsState) -> jax.Array:
         """Height of each geom's lowest point [ngeom], m, from a data with kinematics done.
 
         Sphere: centre - r. Capsule (axis = local z, half-length size[1]): centre - |R_zz| h - r.
@@ -202,7 +246,7 @@ class _NativeStepper:
         result[:, -1] = np.abs(last[:, 0] - self.expected_time) > self._tolerance
         return result.reshape(lead + (nq + nv + na + 1,))
 
-    def step(self, data: mjx.Data) -> tuple[mjx.Data, jax.Array]:
+    def step(self, data: PhysicsState) -> tuple[PhysicsState, jax.Array]:
         nq, nv, na = self.nq, self.nv, self.na
         dtype = data.qpos.dtype
         packed = jnp.concatenate([data.qpos, data.qvel, data.act.astype(dtype), data.ctrl.astype(dtype)], axis=-1)
