@@ -270,3 +270,24 @@ def test_training_still_runs_on_mjx_on_a_cpu(tmp_path):
     assert len(result.history) == 2
     assert all(np.isfinite(v) for m in result.history for v in m.values())
     assert (tmp_path / "run" / "config.yaml").read_text().count("physics: mjx") == 1
+
+
+def test_native_model_steps_exactly_as_mujoco_defaults_without_island_discovery(mj_model, native, walk):
+    # The native stepper turns island discovery off (the humanoid is one kinematic tree, one
+    # island); float64 trajectories through falls and floor contacts must not change by a bit.
+    fast = native._native.model
+    assert fast.opt.disableflags & int(mujoco.mjtDisableBit.mjDSBL_ISLAND)
+    assert not mj_model.opt.disableflags & int(mujoco.mjtDisableBit.mjDSBL_ISLAND)
+    qpos, qvel, ctrl = _states(mj_model, walk, [3, 17])
+    for b in range(2):
+        finals = []
+        for m in (mj_model, fast):
+            d = mujoco.MjData(m)
+            d.qpos[:], d.qvel[:], d.ctrl[:] = qpos[b], qvel[b], ctrl[b]
+            contacts = 0
+            for _ in range(300):  # 2 s holding one pose: the humanoid falls onto the floor
+                mujoco.mj_step(m, d)
+                contacts += d.ncon
+            finals.append(np.concatenate([d.qpos, d.qvel]))
+        assert contacts > 300
+        np.testing.assert_array_equal(finals[0], finals[1])
