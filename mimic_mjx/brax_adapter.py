@@ -54,7 +54,7 @@ def brax_env(env: env_lib.ImitationEnv):
                          info=info(zeros, zeros, zeros, zeros))
 
         def step(self, state, action):
-            s = jax.vmap(env.step)(state.pipeline_state, action)
+            s = env_lib.step_batch(env, state.pipeline_state, action)
             done = s.done.astype(jnp.float32)
             keep = 1.0 - state.info["episode_done"]
             episode = state.info["episode_metrics"]

@@ -63,7 +63,7 @@ def make_rollout(env: env_lib.ImitationEnv, num_envs: int, steps: int):
         state, key = carry
         key, sub = jax.random.split(key)
         action = act(state, sub)
-        state = jax.vmap(env.step)(state, action)
+        state = env_lib.step_batch(env, state, action)
         return (state, key), (state.errors, action, state.reward, state.reward_terms, state.terminated, state.truncated)
 
     def rollout(rng, state=None):

@@ -241,9 +241,14 @@ class ImitationEnv:
         rng, t, data = self._start(rng)
         return self._started(rng, t, self._forward_kinematics(data), reward_config)
 
+    @staticmethod
+    def _split_rng(rng):
+        """(the env's next rng, the key of a new episode's clip time)."""
+        return jax.random.split(rng)
+
     def _start(self, rng):
         """(rng, clip time, physics state without kinematics) of a new episode."""
-        rng, key = jax.random.split(rng)
+        rng, key = self._split_rng(rng)
         if self.config.rsi:
             t = jax.random.uniform(key, (), minval=0.0, maxval=self.clip_arrays.duration)
         else:
@@ -306,18 +311,26 @@ class ImitationEnv:
         return jnp.clip((qpos[self._act_qpos] - self._act_mid) / self._act_half, -1.0, 1.0)
 
     def step(self, state: State, action) -> State:
-        """Advance one 30 Hz control step; a finished episode is replaced by a fresh one."""
+        """Advance one 30 Hz control step; a finished episode is replaced by a fresh one.
+
+        One environment; `step_batch` steps a batch and builds only the resets it needs.
+        """
+        stepped = self.advance(state, action)
+        fresh = self.reset(state.rng, state.reward_config)
+        return _select(stepped.done, _keep_outcome(fresh, stepped), stepped)
+
+    def advance(self, state: State, action) -> State:
+        """One control step without the auto-reset: a finished episode is left finished
+        (`done` set) for `step` or `step_batch` to replace by `reset(state.rng)`."""
         if action.shape != (self.action_size,):
             raise MimicError(f"action has shape {action.shape}, expected ({self.action_size},) per environment")
         t = state.time + self.dt
         ref_qpos, ref_qvel, _ = motion.sample(self.clip_arrays, t)
         data, diverged = self.physics.step(state.data.replace(ctrl=self.action_to_ctrl(action, ref_qpos)))
-        start_rng, start_t, start = self._start(state.rng)
-        # The stepped state, its reference and the start that replaces a finished episode all
-        # need forward kinematics; one vmapped call compiles it once instead of three times
-        # (MJX's FK is a large share of the step's compile; BENCHMARKS.md, "CPU compile time").
-        ref = self.physics.put(ref_qpos, ref_qvel)
-        data, ref, start = self._forward_kinematics_stack(data, ref, start)
+        # The stepped state and its reference both need forward kinematics; one vmapped call
+        # compiles it once instead of twice (MJX's FK is a large share of the step's compile;
+        # BENCHMARKS.md, "CPU compile time").
+        data, ref = self._forward_kinematics_stack(data, self.physics.put(ref_qpos, ref_qvel))
         finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & ~diverged
         errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref))
         steps = state.step_count + 1
@@ -329,23 +342,16 @@ class ImitationEnv:
         obs = self._observe(data, t, self._future_qpos(t))
         obs = jnp.where(finite, obs, 0.0)  # never hand NaN/inf to the policy or the value
         errors = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), errors)
-        # The finished step's outcome, kept whether or not the env resets below.
-        outcome = dict(
-            final_obs=obs,
-            reward=reward,
-            reward_terms=terms,
-            termination=why,
-            errors=errors,
-            terminated=terminated,
-            truncated=truncated,
+        return state.replace(
+            data=data, obs=obs, time=t, step_count=steps,
+            # The step's outcome: kept by the reset that replaces a finished episode.
+            final_obs=obs, reward=reward, reward_terms=terms, termination=why, errors=errors,
+            terminated=terminated, truncated=truncated,
             nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+            # What reset(state.rng) continues the stream with, so stepping on or resetting
+            # leaves the same rng.
+            rng=self._split_rng(state.rng)[0],
         )
-        stepped = state.replace(data=data, obs=obs, time=t, step_count=steps, **outcome)
-        done = terminated | truncated
-        # A finished episode takes physics, obs, time and counters from a reset.
-        fresh = self._started(start_rng, start_t, start, state.reward_config).replace(**outcome)
-        stepped = stepped.replace(rng=start_rng)
-        return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, stepped)
 
     def _termination(self, data, finite, steps, t, ref_qpos) -> dict:
         """Each reason in TERMINATIONS, [] bool, for a data with kinematics done."""
@@ -369,6 +375,34 @@ class ImitationEnv:
         return {k: jnp.asarray(v, bool) for k, v in why.items()}
 
 
+# A step's outcome (what the policy's data and the metrics read); a reset keeps these.
+OUTCOME_FIELDS = ("final_obs", "reward", "reward_terms", "termination", "errors", "terminated", "truncated",
+                  "nonfinite_count")
+
+
+def _keep_outcome(fresh: State, stepped: State) -> State:
+    return fresh.replace(**{k: getattr(stepped, k) for k in OUTCOME_FIELDS})
+
+
+def _select(mask, a, b):
+    """`a` where `mask` else `b`, leaf by leaf; `mask` has the leaves' leading axes."""
+    def pick(x, y):
+        m = jnp.reshape(mask, mask.shape + (1,) * (x.ndim - mask.ndim))
+        return jnp.where(m, x, y)
+
+    return jax.tree.map(pick, a, b)
+
+
+def reset_slots(batch_size: int) -> int:
+    """Episodes `step_batch` can restart per round: an eighth of the batch, at least 1.
+
+    The untrained walk_cpu policy falls after ~28 steps, so 64 environments end ~2.3 episodes
+    per step and more than 8 (a second round) in about one step in 1,500 (Poisson); a trained
+    one ends one in hundreds of steps, and a step where none ends runs no round.
+    """
+    return max(1, -(-batch_size // 8))
+
+
 def reset_batch(env: ImitationEnv, rng, batch_size: int, reward_config=None) -> State:
     """`batch_size` independent environments: a State with a leading [B] axis."""
     keys = jax.random.split(rng, batch_size)
@@ -376,8 +410,33 @@ def reset_batch(env: ImitationEnv, rng, batch_size: int, reward_config=None) -> 
 
 
 def step_batch(env: ImitationEnv, state: State, actions) -> State:
-    """Step a batch: actions [B, 28]. A wrong shape is a MimicError naming both shapes."""
+    """Step a batch [B]: actions [B, 28]. A wrong shape is a MimicError naming both shapes.
+
+    The same states as `jax.vmap(env.step)`, but the episodes that ended are restarted a
+    round of `reset_slots(B)` at a time, gathered from the batch (a `lax.while_loop` that runs
+    no round in a step where nothing ended): `vmap(env.step)` builds a reset, forward
+    kinematics and observation included, for every environment at every step and keeps the
+    few it needs. Under a sweep's vmap the rounds run until every member is done.
+    """
     batch = state.time.shape[0]
     if actions.shape != (batch, env.action_size):
         raise MimicError(f"actions have shape {tuple(actions.shape)}, expected ({batch}, {env.action_size})")
-    return jax.vmap(env.step)(state, actions)
+    stepped = jax.vmap(env.advance)(state, actions)
+    slots = reset_slots(batch)
+    done = stepped.done
+    rank = jnp.cumsum(done.astype(jnp.int32)) - 1  # [B] each finished env's place among them
+    count = jnp.sum(done.astype(jnp.int32))
+
+    def restart_round(carry):
+        first, current = carry
+        wanted = first + jnp.arange(slots)  # [slots] ranks restarted this round
+        # [slots] the env of each rank (argmax of a one-hot row; rows past `count` pick env 0, unused)
+        env_of = jnp.argmax(done[None, :] & (rank[None, :] == wanted[:, None]), axis=1)
+        picked = jax.tree.map(lambda x: x[env_of], (state.rng, state.reward_config))
+        fresh = jax.vmap(env.reset)(*picked)  # [slots]
+        fresh = jax.tree.map(lambda x: x[jnp.clip(rank - first, 0, slots - 1)], fresh)  # [B]
+        now = done & (rank >= first) & (rank < first + slots)
+        return first + slots, _select(now, _keep_outcome(fresh, current), current)
+
+    _, state = jax.lax.while_loop(lambda carry: carry[0] < count, restart_round, (jnp.zeros((), jnp.int32), stepped))
+    return state

@@ -116,7 +116,7 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
     def step(carry, _):
         state, alive, scores = carry
         mean, _ = policy.apply(policy_params, nets.normalize(normalizer, state.obs))
-        nxt = jax.vmap(env.step)(state, mean)
+        nxt = env_lib.step_batch(env, state, mean)
         ref_reward, _ = reward_lib.step_reward(nxt.errors, mean, reference, nxt.terminated)
         ref_reward = ref_reward / best
         done = nxt.terminated | nxt.truncated

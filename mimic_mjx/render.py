@@ -195,7 +195,7 @@ def _programs(env: env_lib.ImitationEnv, act: Callable) -> tuple[Callable, Calla
         return state, reference(state.time)
 
     def step(state):
-        state = jax.vmap(env.step)(state, act(state.obs))
+        state = env_lib.step_batch(env, state, act(state.obs))
         return state, reference(state.time)
 
     return jax.jit(start), jax.jit(step)

@@ -226,7 +226,7 @@ def rollout(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, state: TrainS
         env_state, ep_return = carry
         mean, log_std = policy.apply(state.policy_params, nets.normalize(state.normalizer, env_state.obs))
         action = mean + jnp.exp(log_std) * jax.random.normal(step_key, mean.shape)
-        nxt = jax.vmap(env.step)(env_state, action)
+        nxt = env_lib.step_batch(env, env_state, action)
         done = nxt.terminated | nxt.truncated
         ep_return = ep_return + nxt.reward
         out = Trajectory(

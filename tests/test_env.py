@@ -88,8 +88,8 @@ def test_nonfinite_physics_is_counted_and_reset(staged):
 
 @pytest.mark.slow
 def test_a_finished_episode_restarts_exactly_as_reset_would(walk_env):
-    # step() builds the fresh start itself (sharing one forward-kinematics call with the
-    # stepped state); it must equal the public reset() from the state's rng.
+    # step() replaces a finished episode by reset(state.rng), jitted inside the step; it must
+    # equal the public reset() from the state's rng, run eagerly.
     state = walk_env.reset(jax.random.PRNGKey(5))
     lying = jnp.zeros_like(state.data.qpos).at[2].set(0.12)
     lying = lying.at[3:7].set(jnp.array([np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]))
@@ -102,6 +102,39 @@ def test_a_finished_episode_restarts_exactly_as_reset_would(walk_env):
     np.testing.assert_allclose(np.asarray(after.data.xpos), np.asarray(expected.data.xpos), atol=1e-5)
     np.testing.assert_allclose(np.asarray(after.obs), np.asarray(expected.obs), atol=1e-4)
     np.testing.assert_array_equal(np.asarray(after.rng), np.asarray(expected.rng))
+
+
+@pytest.mark.slow
+def test_step_batch_restarts_several_episodes_a_round_at_a_time_as_vmapped_step_does(walk_env):
+    # 4 envs, reset_slots(4) = 1: three staged to fall in the same step need three rounds of
+    # step_batch's restart loop. Two other methods give the expected states: the eager reset()
+    # from each env's rng for the three, and vmap(env.step) (a reset built for every env, every
+    # step) for the whole batch, over that step and two more. Equal to float32 rounding (the
+    # two programs fuse forward kinematics differently).
+    assert env_lib.reset_slots(4) == 1 and env_lib.reset_slots(64) == 8 and env_lib.reset_slots(65) == 9
+    state = jax.jit(lambda key: env_lib.reset_batch(walk_env, key, 4))(jax.random.PRNGKey(6))
+    lying = jnp.zeros_like(state.data.qpos[0]).at[2].set(0.12)
+    lying = lying.at[3:7].set(jnp.array([np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]))
+    falls = np.array([True, False, True, True])
+    qpos = jnp.where(falls[:, None], lying, state.data.qpos)
+    state = state.replace(data=state.data.replace(qpos=qpos, qvel=jnp.where(falls[:, None], 0.0, state.data.qvel)))
+    batch_step = jax.jit(lambda s, a: env_lib.step_batch(walk_env, s, a))
+    vmapped_step = jax.jit(jax.vmap(walk_env.step))
+    zeros = jnp.zeros((4, walk_env.action_size))
+    after = batch_step(state, zeros)
+    assert np.asarray(after.terminated).tolist() == falls.tolist()
+    assert np.asarray(after.step_count).tolist() == [0, 1, 0, 0]
+    for b in np.flatnonzero(falls):
+        expected = walk_env.reset(state.rng[b])
+        assert float(after.time[b]) == float(expected.time)
+        np.testing.assert_array_equal(np.asarray(after.rng[b]), np.asarray(expected.rng))
+        np.testing.assert_allclose(np.asarray(after.obs[b]), np.asarray(expected.obs), atol=1e-4)
+    a, b = after, vmapped_step(state, zeros)
+    for k in range(3):
+        for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), atol=1e-4,
+                                       err_msg=f"step {k}: {jax.tree_util.keystr(path)}")
+        a, b = batch_step(a, zeros), vmapped_step(b, zeros)
 
 
 def test_a_continuing_step_reaches_its_final_obs(walk_env, walk_reset):

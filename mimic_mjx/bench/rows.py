@@ -57,7 +57,7 @@ def env_chunk(env: env_lib.ImitationEnv, length: int):
         state, key = carry
         key, sub = jax.random.split(key)
         actions = jax.random.uniform(sub, (state.time.shape[0], env.action_size), minval=-1.0, maxval=1.0)
-        return (jax.vmap(env.step)(state, actions), key), None
+        return (env_lib.step_batch(env, state, actions), key), None
 
     def run(carry):
         carry, _ = jax.lax.scan(body, carry, None, length=length)
