@@ -87,7 +87,7 @@ class PhysicsState:
     xquat: jax.Array  # [nbody, 4] body orientations, world
     xipos: jax.Array  # [nbody, 3] body centres of mass, world
     subtree_com: jax.Array  # [nbody, 3] centre of mass of each body's subtree
-    cvel: jax.Array  # [nbody, 6] (angular, linear) velocity about subtree_com[0]'s frame (MuJoCo's cvel)
+    cvel: jax.Array  # [nbody, 6] (angular, linear) velocity, linear at the root subtree_com[1] (MuJoCo's cvel)
     geom_xpos: jax.Array  # [ngeom, 3]
     geom_xmat: jax.Array  # [ngeom, 3, 3]
 
