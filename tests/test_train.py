@@ -150,7 +150,8 @@ def test_nonfinite_metric_alarm():
 
 
 class ProbeEnv:
-    """A two-dimensional problem with a known answer, shaped like ImitationEnv.
+    """A two-dimensional problem with a known answer, shaped like ImitationEnv (what the
+    trainer calls: reset, and advance for env.step_batch).
 
     mode "bandit": obs is a target t uniform in [-1, 1]², the reward is
       scale·(1 − mean((clip(a) − t)²)), every episode lasts one step (terminated); the
@@ -184,16 +185,16 @@ class ProbeEnv:
             reward_config=reward_config,
         )
 
-    def step(self, state, action):
+    def advance(self, state, action):
+        """The step without its reset: every probe episode ends here (env.step_batch restarts it)."""
         config = state.reward_config
         scale = config.output_scale * config.pose_weight
         if self.mode == "bandit":
             base, truncated = 1.0 - jnp.mean((jnp.clip(action, -1.0, 1.0) - state.obs) ** 2), jnp.asarray(False)
         else:
             base, truncated = jnp.ones(()), state.obs[0] > 0.5
-        fresh = self.reset(state.rng, config)
         # The episode continues in the same kind of state after a time limit: final_obs = obs.
-        return fresh.replace(final_obs=state.obs, reward=scale * base, reward_terms={"probe": scale * base},
+        return state.replace(final_obs=state.obs, reward=scale * base, reward_terms={"probe": scale * base},
                              terminated=~truncated, truncated=truncated,
                              termination={"failure": ~truncated, "time_limit": truncated})
 
