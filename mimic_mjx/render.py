@@ -6,7 +6,7 @@ each control step's `qpos` and the reference `qpos` at the same clip time. Rende
 host-side, with MuJoCo's own OpenGL renderer (`mjv_updateScene` / `mjr_render`) in an
 offscreen context: the simulated character solid, the reference as a translucent blue ghost
 1 m to its left (+y), the camera following the simulated root. A finished episode has
-already been reset by `env.step`; the frame shows the reset state and says that it fell.
+already been reset by `env.step_batch`; the frame shows the reset state and says that it fell.
 
 The GL backend: `MUJOCO_GL` if set (egl, osmesa, glfw), else the first of egl, osmesa that
 opens a context in a throwaway subprocess. The context is made here rather than by

@@ -219,7 +219,7 @@ def rollout(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, state: TrainS
     """`horizon` steps of the batch under the stochastic policy; returns the advanced state.
 
     Actions are `mean + std * noise` from the policy on normalised observations (the
-    normaliser is frozen for the rollout). Finished episodes reset inside `env.step`.
+    normaliser is frozen for the rollout). Finished episodes reset inside `env.step_batch`.
     """
 
     def step(carry, step_key):

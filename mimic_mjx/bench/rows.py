@@ -120,7 +120,7 @@ def run_env(bench: Bench, batch: int) -> dict:
     env_state = bench.setup(batch).env_state
     row = bench.time_row("env", batch, env_chunk(bench.env, bench.horizon), (env_state, jax.random.PRNGKey(1)),
                          bench.horizon)
-    row["notes"] = "env.step: physics, reward, obs, auto-reset; uniform random actions"
+    row["notes"] = "env.step_batch: physics, reward, obs, auto-reset; uniform random actions"
     return row
 
 
@@ -137,7 +137,7 @@ def run_policy(bench: Bench, batch: int) -> dict:
         return state.replace(rng=rng), traj
 
     row = bench.time_row("policy", batch, run, bench.setup(batch), config.horizon)
-    row["notes"] = f"train.rollout: policy {tuple(config.network.policy_hidden)} sampling + env.step"
+    row["notes"] = f"train.rollout: policy {tuple(config.network.policy_hidden)} sampling + env.step_batch"
     return row
 
 
