@@ -274,17 +274,18 @@ def compute_advantages(value: nets.ValueNetwork, value_params, normalizer: nets.
 
 
 def update(policy: nets.PolicyNetwork, value: nets.ValueNetwork, state: TrainState, traj: Trajectory,
-           advantages: jax.Array, returns: jax.Array, key: jax.Array,
+           advantages: jax.Array, returns: jax.Array, values: jax.Array, key: jax.Array,
            epochs: int, minibatches: int) -> tuple[TrainState, dict]:
     """TRPO policy step, value fit, then the normaliser update (after: TRPO re-evaluates the
-    behaviour policy on the obs the rollout normalised). Returns the state and trpo.py's metrics."""
+    behaviour policy on the obs the rollout normalised). `values [T, B]` are GAE's, V(obs) before
+    the fit. Returns the state and trpo.py's metrics."""
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731  [T, B, ...] -> [N, ...]
     obs = flat(nets.normalize(state.normalizer, traj.obs))
     batch = trpo_lib.TrpoBatch(obs=obs, actions=flat(traj.actions), advantages=flat(advantages))
     policy_params, policy_metrics = trpo_lib.trpo_step(policy.apply, state.policy_params, batch, state.trpo)
     value_params, opt_state, value_metrics = trpo_lib.fit_value(
         value.apply, state.value_params, state.value_opt_state, trpo_lib.value_optimizer(), obs, flat(returns),
-        key, epochs, minibatches, learning_rate=state.trpo.value_lr)
+        key, epochs, minibatches, learning_rate=state.trpo.value_lr, values_before=flat(values))
     state = state.replace(
         policy_params=policy_params,
         value_params=value_params,
@@ -359,10 +360,10 @@ def make_iteration(env: env_lib.ImitationEnv, config: TrainConfig) -> Callable[[
         rng, k_rollout, k_value = jax.random.split(state.rng, 3)
         nonfinite_before = jnp.sum(state.env_state.nonfinite_count)
         state, traj = rollout(env, policy, state, k_rollout, horizon)
-        adv, returns, _ = compute_advantages(value, state.value_params, state.normalizer, traj, state.trpo)
+        adv, returns, values = compute_advantages(value, state.value_params, state.normalizer, traj, state.trpo)
         one_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
         metrics = rollout_metrics(traj, adv, reward_lib.max_reward(one_config))
-        state, update_metrics = update(policy, value, state, traj, adv, returns, k_value, epochs, minibatches)
+        state, update_metrics = update(policy, value, state, traj, adv, returns, values, k_value, epochs, minibatches)
         state, episode = _episode_metrics(state, traj)
         state = state.replace(rng=rng, iteration=state.iteration + 1,
                               env_steps=state.env_steps + horizon * num_envs)

@@ -373,6 +373,7 @@ def fit_value(
     minibatches: int,
     mask: jax.Array | None = None,
     learning_rate: jax.Array | float | None = None,
+    values_before: jax.Array | None = None,
 ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
     """Regress `value_apply(params, obs [N, D]) -> [N]` on `returns [N]` by minibatch MSE.
 
@@ -380,8 +381,9 @@ def fit_value(
     `N // minibatches` (the `N % minibatches` left over differ per epoch). A minibatch whose
     loss or gradient is non-finite is skipped and counted. `learning_rate`, if given, is
     written into `opt_state` (needs an `optax.inject_hyperparams` optimiser such as
-    `value_optimizer()`). Metrics: `losses/value_loss` (full-batch MSE after the fit),
-    `losses/value_loss_before`, `losses/explained_variance` (of the pre-fit predictions,
+    `value_optimizer()`). `values_before [N]`, if given, must be `value_apply(value_params, obs)`
+    (the values GAE just computed): the fit then skips that forward pass over the batch.
+    Metrics: `losses/value_loss` (full-batch MSE after the fit), `losses/value_loss_before`, `losses/explained_variance` (of the pre-fit predictions,
     i.e. the values GAE used when obs and params are the same),
     `losses/value_skipped_minibatches`.
     """
@@ -414,7 +416,8 @@ def fit_value(
         order = jax.random.permutation(key, n)[: size * minibatches].reshape(minibatches, size)
         return jax.lax.scan(minibatch_step, carry, order)
 
-    values_before = value_apply(value_params, obs)
+    if values_before is None:
+        values_before = value_apply(value_params, obs)
     loss_before = _masked_mean((values_before - returns) ** 2, mask)
     ev = explained_variance(values_before, returns, mask)
     (value_params, opt_state), skipped = jax.lax.scan(

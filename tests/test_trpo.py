@@ -402,6 +402,28 @@ def test_fit_value_learning_rate_is_a_vmappable_leaf():
     assert float(metrics["losses/value_loss"][1]) < float(metrics["losses/value_loss"][0])
 
 
+def test_fit_value_takes_the_values_gae_computed():
+    """values_before is the pre-fit forward pass GAE already made: passing it changes nothing
+    but that pass (the same fit, bit for bit), and the before-metrics are computed from it."""
+    net = ValueNetwork(hidden=(8,))
+    obs, returns = regression_data()
+    params = net.init(jax.random.PRNGKey(8), obs)
+    optimizer = value_optimizer()
+
+    def fit(values_before):
+        return fit_value(net.apply, params, optimizer.init(params), optimizer, obs, returns, jax.random.PRNGKey(9),
+                         epochs=2, minibatches=4, values_before=values_before)
+
+    plain, given = fit(None), fit(net.apply(params, obs))
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(given)):
+        np.testing.assert_array_equal(a, b)
+    # Zero "values": the loss before is the mean squared return, and nothing is explained.
+    _, _, metrics = fit(jnp.zeros_like(returns))
+    np.testing.assert_allclose(float(metrics["losses/value_loss_before"]), float(np.mean(np.asarray(returns) ** 2)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["losses/explained_variance"]), 0.0, atol=1e-6)
+
+
 def test_explained_variance():
     returns = jnp.array([1.0, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(explained_variance(returns, returns), 1.0)
