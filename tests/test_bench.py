@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mimic_mjx import bench, brax_adapter
+from mimic_mjx.bench import harness
 from mimic_mjx import model as model_lib
 from mimic_mjx import motion
 from mimic_mjx.errors import MimicError
@@ -156,6 +157,13 @@ def test_format_report_prints_rows_and_derived_lines():
 
 
 @pytest.mark.timeout(120)
+def test_a_rows_call_spread_is_min_median_max_of_its_calls():
+    timed = harness._Timed(compiled=None, carry=None, steps=1, durations=[0.5, 0.2, 0.9, 0.4])
+    assert timed.spread() == [0.2, 0.45, 0.9]  # median of an even count: the middle two's mean
+    timed.restart()
+    assert (timed.seconds, timed.calls, timed.durations) == (0.0, 0, [])
+
+
 def test_initial_physics_states_hold_mocap_poses_above_the_floor():
     clip = motion.load_clip("walk")
     m = model_lib.load_model()
@@ -197,6 +205,8 @@ def test_json_shape_on_a_tiny_run(capsys, tmp_path):
         # 2 envs x 32 control steps x 5 substeps
         assert row["timed_steps"] == 320
     assert physics["compile_s"] > 0 and native["compile_s"] is None
+    for row in (physics, physics_native):  # one timed call: its min, median and max are that call
+        assert row["call_s"] == pytest.approx([row["run_s"]] * 3, abs=1e-3)
     assert physics["program_bytes"] > 0
     if report["backend"] == "cpu":
         assert physics["peak_mem_bytes"] is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import time
 from typing import Any, Callable
 
@@ -117,10 +118,10 @@ class Bench:
         self.progress(f"{tag} compiled in {compile_s:.1f} s; warm-up call ...")
         own = _Timed(compiled, carry, steps_per_call * batch)
         own.call()
-        own.seconds, own.calls = 0.0, 0
+        own.restart()
         pair = self.kept.get((pairs().get(name), batch, backend))
         if pair is not None:
-            pair.seconds, pair.calls = 0.0, 0
+            pair.restart()
         for _ in range(self.chunks):
             if pair is not None:
                 pair.call()
@@ -128,8 +129,9 @@ class Bench:
         if name in pairs().values():
             self.kept[name, batch, backend] = own
         total = steps_per_call * batch * self.chunks
-        self.progress(f"{tag} {total / own.seconds:,.0f} {unit(name)} "
-                      f"({total:,} steps in {own.seconds:.2f} s)")
+        spread = own.spread()
+        self.progress(f"{tag} {total / own.seconds:,.0f} {unit(name)} ({total:,} steps in {own.seconds:.2f} s; "
+                      f"a call {spread[1]:.3f} s median, {spread[0]:.3f}-{spread[2]:.3f})")
         if self.profile_dir:  # a traced call is slower: outside the timing, carry not advanced
             trace = os.path.join(self.profile_dir, f"{name}-{backend}-{batch}")
             with jax.profiler.trace(trace):
@@ -138,7 +140,7 @@ class Bench:
         extra = {}
         if pair is not None:
             extra = {"paired_with": pairs()[name], "pair_steps_per_s": round(pair.steps_per_s, 1)}
-        return result(name, batch, total / own.seconds, compile_s, own.seconds, total, physics=backend,
+        return result(name, batch, total / own.seconds, compile_s, own.seconds, total, physics=backend, call_s=spread,
                     peak_mem_bytes=compiled_lib.peak_device_bytes(), program_bytes=compiled_lib.program_bytes(compiled), **extra)
 
 
@@ -151,13 +153,25 @@ class _Timed:
     steps: int  # env or physics steps one call advances (all envs)
     seconds: float = 0.0
     calls: int = 0
+    durations: list = dataclasses.field(default_factory=list)
 
     def call(self) -> None:
         start = time.perf_counter()
         self.carry, out = self.compiled(self.carry)
         jax.block_until_ready((self.carry, out))
-        self.seconds += time.perf_counter() - start
+        self.durations.append(time.perf_counter() - start)
+        self.seconds += self.durations[-1]
         self.calls += 1
+
+    def restart(self) -> None:
+        """Forget the calls so far (the warm-up); the carry goes on."""
+        self.seconds, self.calls, self.durations = 0.0, 0, []
+
+    def spread(self) -> list:
+        """`[min, median, max]` seconds of one call: on a shared or virtual machine the calls of
+        one row can differ by tens of percent, which the row's mean alone hides."""
+        d = self.durations
+        return [round(min(d), 4), round(statistics.median(d), 4), round(max(d), 4)]
 
     @property
     def steps_per_s(self) -> float:
