@@ -151,21 +151,25 @@ class _Timed:
     compiled: Any
     carry: Any
     steps: int  # env or physics steps one call advances (all envs)
-    seconds: float = 0.0
-    calls: int = 0
-    durations: list = dataclasses.field(default_factory=list)
+    durations: list = dataclasses.field(default_factory=list)  # seconds of each call
 
     def call(self) -> None:
         start = time.perf_counter()
         self.carry, out = self.compiled(self.carry)
         jax.block_until_ready((self.carry, out))
         self.durations.append(time.perf_counter() - start)
-        self.seconds += self.durations[-1]
-        self.calls += 1
 
     def restart(self) -> None:
         """Forget the calls so far (the warm-up); the carry goes on."""
-        self.seconds, self.calls, self.durations = 0.0, 0, []
+        self.durations = []
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.durations)
+
+    @property
+    def calls(self) -> int:
+        return len(self.durations)
 
     def spread(self) -> list:
         """`[min, median, max]` seconds of one call: on a shared or virtual machine the calls of
