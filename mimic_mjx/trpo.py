@@ -383,9 +383,9 @@ def fit_value(
     written into `opt_state` (needs an `optax.inject_hyperparams` optimiser such as
     `value_optimizer()`). `values_before [N]`, if given, must be `value_apply(value_params, obs)`
     (the values GAE just computed): the fit then skips that forward pass over the batch.
-    Metrics: `losses/value_loss` (full-batch MSE after the fit), `losses/value_loss_before`, `losses/explained_variance` (of the pre-fit predictions,
-    i.e. the values GAE used when obs and params are the same),
-    `losses/value_skipped_minibatches`.
+    Metrics: `losses/value_loss` (full-batch MSE after the fit), `losses/value_loss_before`,
+    `losses/explained_variance` (of the pre-fit predictions, i.e. the values GAE used when obs
+    and params are the same), `losses/value_skipped_minibatches`.
     """
     n = obs.shape[0]
     if not 1 <= minibatches <= n:  # static shapes, so checked once at trace time

@@ -153,10 +153,6 @@ def test_format_report_prints_rows_and_derived_lines():
     assert "env (batch 8): env steps/s x 5 substeps / physics steps/s (separate runs) = 0.405" in text  # 1000*5/12345
 
 
-# -------------------------------------------------------------------- initial states
-
-
-@pytest.mark.timeout(120)
 def test_a_rows_call_spread_is_min_median_max_of_its_calls():
     timed = harness._Timed(compiled=None, carry=None, steps=1, durations=[0.5, 0.2, 0.9, 0.4])
     assert timed.spread() == [0.2, 0.45, 0.9]  # median of an even count: the middle two's mean
@@ -164,6 +160,10 @@ def test_a_rows_call_spread_is_min_median_max_of_its_calls():
     assert (timed.seconds, timed.calls) == (0, 0)
 
 
+# -------------------------------------------------------------------- initial states
+
+
+@pytest.mark.timeout(120)
 def test_initial_physics_states_hold_mocap_poses_above_the_floor():
     clip = motion.load_clip("walk")
     m = model_lib.load_model()
