@@ -4,6 +4,11 @@ A run directory keeps them under `checkpoints/<iteration>/`. Restoring needs a t
 the state (`jax.eval_shape` of `train.init` under the run's config); a checkpoint whose
 tree or shapes differ from the template (another network size, batch, clip) is a
 `MimicError` naming the directory and the first mismatching entry, not an orbax traceback.
+
+A damaged checkpoint (unreadable data, or no commit marker: a write that never finished)
+never costs a run: `restore_newest` falls back to the newest one that restores, says which
+step was damaged and why, and sets the damaged one aside under `checkpoints_damaged/`, where
+no later save can overwrite it.
 """
 
 import contextlib
@@ -19,6 +24,13 @@ import orbax.checkpoint as ocp
 from mimic_mjx.errors import MimicError
 
 SUBDIR = "checkpoints"
+DAMAGED_SUBDIR = "checkpoints_damaged"
+# orbax writes this file last into every finished step directory (and its item directory).
+COMMIT_MARKER = "commit_success.txt"
+
+
+class ConfigMismatch(MimicError):
+    """The checkpoint is intact but was written under another model or config."""
 
 
 def _manager(run_dir: str | pathlib.Path, keep: int | None = None, create: bool = True) -> ocp.CheckpointManager:
@@ -133,14 +145,14 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None)
         try:
             problem = _mismatch(manager.item_metadata(step), wanted)
             if problem is not None:
-                raise MimicError(
+                raise ConfigMismatch(
                     f"{directory}: checkpoint {step} was written by a different model or config ({problem}); "
                     "resume with the run's own config.yaml or start a new --out directory"
                 )
             restored = _named_leaves(manager.restore(step, args=ocp.args.StandardRestore(_nest(wanted))))
         except MimicError:
             raise
-        except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+        except Exception as err:  # noqa: BLE001  orbax and tensorstore raise many kinds on damaged files
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise MimicError(f"{directory}: cannot restore checkpoint {step}: {first}") from None
         finally:
@@ -152,6 +164,65 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None)
               for path, leaf in _named_leaves(abstract).items()]
     state = jax.tree.unflatten(jax.tree.structure(abstract), leaves)
     return state, step
+
+
+def all_steps(run_dir: str | pathlib.Path) -> list[int]:
+    """Every checkpoint step in `run_dir`, newest first."""
+    directory = pathlib.Path(run_dir) / SUBDIR
+    if not directory.is_dir():
+        return []
+    with _quiet():
+        manager = _manager(run_dir, create=False)
+        steps = sorted(manager.all_steps(), reverse=True)
+        manager.close()
+    return steps
+
+
+def _set_aside(run_dir: pathlib.Path, step: int) -> pathlib.Path:
+    """Move `checkpoints/<step>` to `checkpoints_damaged/<step>` (`<step>-1`, ... if taken)."""
+    target_dir = run_dir / DAMAGED_SUBDIR
+    target_dir.mkdir(exist_ok=True)
+    target, n = target_dir / str(step), 0
+    while target.exists():
+        n += 1
+        target = target_dir / f"{step}-{n}"
+    (run_dir / SUBDIR / str(step)).rename(target)
+    return target
+
+
+def restore_newest(run_dir: str | pathlib.Path, template: Any, report=print,
+                   set_aside: bool = False) -> tuple[Any, int]:
+    """Restore the newest checkpoint of `run_dir` that restores, as `restore` does.
+
+    Each newer one that does not (its data unreadable, or no commit marker) is reported in
+    one line through `report`: which step, why (the first line of the error), and which step
+    is used instead; with `set_aside` (resume, not eval) it is moved to `checkpoints_damaged/`.
+    A checkpoint written under another config is not damage: that `ConfigMismatch` is raised
+    at once. When none restores: a MimicError naming the run directory and the steps tried.
+    """
+    run_dir = pathlib.Path(run_dir)
+    steps = all_steps(run_dir)
+    if not steps:
+        raise MimicError(f"{run_dir.resolve() / SUBDIR}: no checkpoint to restore")
+    damaged = []
+    for step in steps:
+        try:
+            if not (run_dir / SUBDIR / str(step) / COMMIT_MARKER).exists():
+                raise MimicError(f"no {COMMIT_MARKER}: its write never finished")
+            state, step = restore(run_dir, template, step)
+        except ConfigMismatch:
+            raise
+        except MimicError as err:
+            why = str(err).split(f"cannot restore checkpoint {step}: ")[-1]
+            where = f"; set aside to {_set_aside(run_dir, step)}" if set_aside else ""
+            damaged.append(step)
+            report(f"checkpoint {step} of {run_dir} is damaged ({why}){where}")
+            continue
+        if damaged:
+            report(f"using checkpoint {step} instead of {damaged[0]}")
+        return state, step
+    raise MimicError(f"{run_dir}: no checkpoint restores (tried steps {', '.join(map(str, steps))}); "
+                     "start a new run or a new --out directory")
 
 
 def save_tree(path: str | pathlib.Path, tree: Any) -> None:

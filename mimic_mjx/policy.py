@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 from typing import Any, Callable
 
 import jax
@@ -108,8 +109,9 @@ def _load_config(path: pathlib.Path) -> train_lib.TrainConfig:
     return train_lib.resolve_defaults(cfglib.load_config(train_lib.TrainConfig, path, []))
 
 
-def load(source: str) -> PolicyBundle:
-    """A policy from a shipped name, an exported policy folder, or a run directory."""
+def load(source: str, report=None) -> PolicyBundle:
+    """A policy from a shipped name, an exported policy folder, or a run directory (its newest
+    checkpoint that restores; `report`, default stderr, hears of any damaged newer one)."""
     path = pathlib.Path(source)
     if not path.exists() and (SHIPPED_DIR / source / WEIGHTS).exists():
         path = SHIPPED_DIR / source
@@ -122,7 +124,8 @@ def load(source: str) -> PolicyBundle:
     if (path / CONFIG).exists() and (path / checkpoint.SUBDIR).is_dir():
         config = _load_config(path / CONFIG)
         env, _ = train_lib.build_env(config)
-        state, step = checkpoint.restore(path, train_lib.abstract_state(env, config))
+        report = report or (lambda line: print(line, file=sys.stderr))
+        state, step = checkpoint.restore_newest(path, train_lib.abstract_state(env, config), report=report)
         return PolicyBundle(config, state.policy_params, state.normalizer, int(state.env_steps), str(path), int(step))
     names = ", ".join(shipped()) or "none"
     raise MimicError(f"policy '{source}' not found: not a run directory (config.yaml + checkpoints/), "

@@ -230,7 +230,8 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     eval_env = eval_lib.eval_env(sweep.base)
     m_count = len(sweep.members)
     if resume:
-        state, step = checkpoint.restore(out, jax.eval_shape(lambda: init_members(env, sweep)))
+        state, step = checkpoint.restore_newest(out, jax.eval_shape(lambda: init_members(env, sweep)),
+                                                report=progress, set_aside=True)
         wall_offset = train_lib.trim_log(out / "metrics.jsonl", step)
         train_lib.trim_log(out / "eval.jsonl", step)
         progress(f"resumed sweep {out} at iteration {step}")

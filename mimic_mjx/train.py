@@ -601,7 +601,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     metrics_path = run_dir / "metrics.jsonl"
     env, reward_config = build_env(config)
     if resume:
-        state, step = checkpoint.restore(run_dir, abstract_state(env, config))
+        state, step = checkpoint.restore_newest(run_dir, abstract_state(env, config), report=progress, set_aside=True)
         state = with_config_leaves(state, config, reward_config)
         progress(f"resumed {run_dir} at iteration {step}")
         wall_offset = trim_log(metrics_path, step)

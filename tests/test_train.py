@@ -462,3 +462,79 @@ def test_config_leaves_replace_on_resume(run):
     state = train.with_config_leaves(state, changed, changed.reward)
     assert float(state.trpo.max_kl) == np.float32(0.02)
     assert np.asarray(state.env_state.reward_config.root_weight).tolist() == [np.float32(0.2)] * 16
+
+
+def _damage(step_dir: pathlib.Path) -> None:
+    """What a full disk or a bad copy leaves: every data file of the checkpoint overwritten
+    by 100 random bytes (metadata and markers intact)."""
+    rng = np.random.default_rng(0)
+    for path in step_dir.rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(rng.bytes(100))
+
+
+def test_restore_newest_falls_back_past_damaged_and_unfinished_checkpoints(tmp_path):
+    from mimic_mjx import checkpoint
+
+    trees = {step: _tree(width) for step, width in ((1, 2), (2, 2), (3, 2))}
+    trees = {step: t.replace(params={**t.params, "b": t.params["b"] * step}) for step, t in trees.items()}
+    for step, tree in trees.items():
+        checkpoint.save(tmp_path, step, tree)
+    _damage(tmp_path / "checkpoints" / "3")
+    (tmp_path / "checkpoints" / "2" / checkpoint.COMMIT_MARKER).unlink()  # killed during the write
+    lines = []
+    restored, step = checkpoint.restore_newest(tmp_path, _tree(2), report=lines.append, set_aside=True)
+    assert step == 1
+    np.testing.assert_array_equal(restored.params["b"], trees[1].params["b"])
+    assert len(lines) == 3 and all("\n" not in line for line in lines)
+    assert lines[0].startswith("checkpoint 3 of ") and "is damaged (" in lines[0] and "set aside" in lines[0]
+    assert lines[1].startswith("checkpoint 2 of ") and "commit_success.txt" in lines[1]
+    assert lines[2] == "using checkpoint 1 instead of 3"
+    # Kept aside, not deleted; the manager no longer lists them, so a later save cannot reuse them.
+    assert sorted(p.name for p in (tmp_path / checkpoint.DAMAGED_SUBDIR).iterdir()) == ["2", "3"]
+    assert checkpoint.all_steps(tmp_path) == [1]
+    checkpoint.save(tmp_path, 3, trees[3])
+    assert (tmp_path / checkpoint.DAMAGED_SUBDIR / "3").is_dir()
+    # Nothing restores: one line naming the directory and the steps tried.
+    _damage(tmp_path / "checkpoints" / "1")
+    _damage(tmp_path / "checkpoints" / "3")
+    with pytest.raises(MimicError) as err:
+        checkpoint.restore_newest(tmp_path, _tree(2), report=lambda _: None)
+    assert "no checkpoint restores (tried steps 3, 1)" in str(err.value) and "\n" not in str(err.value)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_restore_newest_does_not_fall_back_past_a_config_mismatch(tmp_path):
+    from mimic_mjx import checkpoint
+
+    checkpoint.save(tmp_path, 1, _tree(2))
+    checkpoint.save(tmp_path, 2, _tree(2))
+    with pytest.raises(checkpoint.ConfigMismatch, match="different model or config"):
+        checkpoint.restore_newest(tmp_path, _tree(3), report=lambda _: None, set_aside=True)
+    assert checkpoint.all_steps(tmp_path) == [2, 1]  # nothing set aside
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_resume_and_eval_fall_back_from_a_damaged_newest_checkpoint(run, tmp_path):
+    """The straight run's checkpoint 4 damaged: resume continues from 2 and ends as the
+    uninterrupted run did, every iteration once in metrics.jsonl; eval scores checkpoint 2."""
+    from mimic_mjx import policy as policy_lib
+
+    straight, _ = run
+    out = tmp_path / "damaged"
+    shutil.copytree(straight.run_dir, out)
+    _damage(out / "checkpoints" / "4")
+    lines = []
+    bundle = policy_lib.load(str(out), report=lines.append)
+    assert bundle.iteration == 2 and lines[-1] == "using checkpoint 2 instead of 4"
+    assert (out / "checkpoints" / "4").is_dir()  # eval reads; it does not move anything
+    lines = []
+    resumed = train.train(tiny_config("iterations=4"), out, resume=True, progress=lines.append)
+    assert lines[0].startswith("checkpoint 4 of ") and "set aside" in lines[0]
+    assert lines[1] == "using checkpoint 2 instead of 4" and lines[2] == f"resumed {out} at iteration 2"
+    deterministic = lambda m: {k: v for k, v in m.items() if not k.startswith("charts/")}  # noqa: E731
+    assert [deterministic(m) for m in resumed.history] == [deterministic(m) for m in straight.history[2:]]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["training/iteration"] for r in records] == [1, 2, 3, 4]
+    assert (out / "checkpoints_damaged" / "4").is_dir()
