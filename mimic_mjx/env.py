@@ -32,6 +32,7 @@ TERMINATIONS = {
     "fall_contact": False,  # a fall body's geom at or below the floor (see env.fall_contact)
     "root_height": False,  # root below env.min_root_height
     "root_drift": False,  # root farther than env.max_root_drift from the reference's, horizontally
+    "body_error": False,  # some body farther than env.max_body_error from the reference's
     "nonfinite": False,  # NaN/inf physics, or MuJoCo C reset an unstable simulation
     "time_limit": True,  # env.episode_seconds reached
     "clip_end": True,  # a clip that does not loop has ended
@@ -55,6 +56,11 @@ class EnvConfig:
     max_root_drift: float = cfglib.field(
         0.0, "a failure also when the root is farther than this from the reference root, horizontally, m; "
         "0: off (evaluation always turns it off and measures the drift instead)", ge=0)
+    # MimicKit ends an episode when a body is more than 1 m from the reference (its
+    # pose_termination_dist); BeyondMimic uses 0.25 m. A tracking failure, unlike a fall.
+    max_body_error: float = cfglib.field(
+        0.0, "a failure also when any body is farther than this from the reference's body, m; 0: off "
+        "(evaluation turns it off)", ge=0)
     future_frames: tuple[int, ...] = cfglib.field((), "control steps ahead whose reference pose is observed, e.g. [1, 2]", static=True, ge=1)
     physics: str = cfglib.field(
         "auto", "simulator: mjx (MuJoCo MJX, traced), native (MuJoCo C via a callback), auto: mjx on an "
@@ -334,7 +340,7 @@ class ImitationEnv:
         finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & ~diverged
         errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref))
         steps = state.step_count + 1
-        why = self._termination(data, finite, steps, t, ref_qpos)
+        why = self._termination(data, finite, steps, t, ref_qpos, ref)
         terminated = jnp.any(jnp.stack([v for k, v in why.items() if not TERMINATIONS[k]]))
         truncated = ~terminated & jnp.any(jnp.stack([v for k, v in why.items() if TERMINATIONS[k]]))
         why = {k: (v & ~terminated) if TERMINATIONS[k] else v for k, v in why.items()}
@@ -353,8 +359,9 @@ class ImitationEnv:
             rng=self._split_rng(state.rng)[0],
         )
 
-    def _termination(self, data, finite, steps, t, ref_qpos) -> dict:
-        """Each reason in TERMINATIONS, [] bool, for a data with kinematics done."""
+    def _termination(self, data, finite, steps, t, ref_qpos, ref) -> dict:
+        """Each reason in TERMINATIONS, [] bool, for a data and its reference `ref` with
+        kinematics done."""
         fall_geom = jnp.asarray(self._fall_geom)
         # A fall from geometry, the same for both physics backends: a fall body's geom at or
         # below the floor plane (z = 0), where MuJoCo would report a contact at distance <= 0.
@@ -364,10 +371,13 @@ class ImitationEnv:
         # scoring on every term but the COM's; ending the episode makes the path worth keeping.
         drift = jnp.linalg.norm(data.qpos[0:2] - ref_qpos[0:2])
         max_drift = self.config.max_root_drift
+        body_error = jnp.max(jnp.linalg.norm(data.xpos[self._bodies] - ref.xpos[self._bodies], axis=-1))
+        max_error = self.config.max_body_error
         why = {
             "fall_contact": finite & touching & early,
             "root_height": finite & (data.qpos[2] < self.config.min_root_height) & early,
             "root_drift": finite & (max_drift > 0) & (drift > max_drift) & early,
+            "body_error": finite & (max_error > 0) & (body_error > max_error) & early,
             "nonfinite": ~finite,
             "time_limit": steps >= self.max_steps,
             "clip_end": (t >= self.clip_arrays.duration) & (not self.clip.loop),

@@ -163,10 +163,12 @@ def summarize(scores: EpisodeScores, full_steps: int) -> dict[str, jax.Array]:
 def eval_env(config: train_lib.TrainConfig, rsi: bool = False) -> env_lib.ImitationEnv:
     """The run's environment, RSI off by default (episodes start at clip time 0).
 
-    A training-time `max_root_drift` is turned off: the evaluation measures the drift
-    (`root_drift_m`) instead of ending the episode on it, so the fall rate counts falls.
+    A training-time `max_root_drift` or `max_body_error` is turned off: the evaluation measures
+    the drift (`root_drift_m`) and the tracking errors instead of ending the episode on them, so
+    the fall rate counts falls.
     """
-    return env_lib.ImitationEnv(config.env.replace(rsi=rsi, max_root_drift=0.0), reward_config=config.reward)
+    env_config = config.env.replace(rsi=rsi, max_root_drift=0.0, max_body_error=0.0)
+    return env_lib.ImitationEnv(env_config, reward_config=config.reward)
 
 
 def make_evaluation(env: env_lib.ImitationEnv, config: train_lib.TrainConfig, episodes: int):

@@ -114,14 +114,24 @@ def init_normalizer(dim: int) -> NormalizerState:
 
 
 def update_normalizer(
-    state: NormalizerState, batch: jax.Array, mask: jax.Array | None = None
+    state: NormalizerState, batch: jax.Array, mask: jax.Array | None = None,
+    max_samples: jax.Array | float = 0.0,
 ) -> NormalizerState:
     """Merge `batch [..., D]` into the running statistics (Chan et al. 1979 parallel merge).
 
     Rows with any non-finite value, and rows with `mask [...] == 0`, are left out, so one
     exploded environment cannot poison the statistics every later observation is scaled by.
-    An update whose rows are all left out returns `state` unchanged.
+    An update whose rows are all left out returns `state` unchanged. `max_samples > 0` freezes
+    the normaliser once it has merged that many samples (DeepMimic's NormalizerSamples): a
+    state whose count has reached it comes back unchanged; the batch that crosses it is still
+    merged whole.
     """
+    merged = _merge(state, batch, mask)
+    frozen = (max_samples > 0) & (state.count >= max_samples)
+    return jax.tree.map(lambda old, new: jnp.where(frozen, old, new), state, merged)
+
+
+def _merge(state: NormalizerState, batch: jax.Array, mask: jax.Array | None) -> NormalizerState:
     dim = state.mean.shape[-1]
     rows = batch.reshape(-1, dim)
     keep = jnp.all(jnp.isfinite(rows), axis=-1)

@@ -278,6 +278,14 @@ def max_reward(config: RewardConfig) -> jax.Array:
     return config.output_scale * weights + config.alive_bonus
 
 
+def min_reward(config: RewardConfig) -> jax.Array:
+    """Smallest per-step total for actions in [-1, 1] (the range the env applies): every
+    tracking term 0 (each f >= 0) and the full action penalty (mean(a²) <= 1). The penalty
+    scores the sampled action, which exploration noise can take past ±1: a bound for value
+    targets (DeepMimic's val_min), not for every sample."""
+    return config.alive_bonus - config.action_penalty
+
+
 # Released code: raw weights, normalised by their sum (SceneImitate.cpp lines 9-19); they
 # already sum to 1.0, so the normalisation changes nothing.
 _CODE_W = {"pose": 0.5, "velocity": 0.05, "end_effector": 0.15, "root": 0.2, "com": 0.1}

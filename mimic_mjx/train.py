@@ -90,6 +90,12 @@ class TrainConfig:
         0, "periodic evaluation also scores this many episodes from random clip times (eval --rsi), "
         "each time the same ones; the best/ policy is chosen on the mean of both returns; 0: t = 0 only",
         static=True, ge=0)
+    decay_alarm_margin: float = cfglib.field(
+        0.05, "the decay alarm fires when decay_alarm_evals periodic evaluations in a row score more than "
+        "this below the run's best (normalised return)", static=True, gt=0)
+    decay_alarm_evals: int = cfglib.field(
+        3, "periodic evaluations in a row below the best by decay_alarm_margin that raise the decay alarm",
+        static=True, ge=1)
     time_limit_minutes: float | None = cfglib.field(
         None, "stop (with a checkpoint) once this much wall clock has passed since the command started, "
         "compile included; null: no limit. --resume continues a stopped run", static=True, gt=0)
@@ -282,7 +288,11 @@ def update(policy: nets.PolicyNetwork, value: nets.ValueNetwork, state: TrainSta
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731  [T, B, ...] -> [N, ...]
     obs = flat(nets.normalize(state.normalizer, traj.obs))
     batch = trpo_lib.TrpoBatch(obs=obs, actions=flat(traj.actions), advantages=flat(advantages))
-    policy_params, policy_metrics = trpo_lib.trpo_step(policy.apply, state.policy_params, batch, state.trpo)
+    max_kl = trpo_lib.scheduled_max_kl(state.trpo, state.env_steps)
+    policy_params, policy_metrics = trpo_lib.trpo_step(
+        policy.apply, state.policy_params, batch, state.trpo.replace(max_kl=max_kl),
+        trainable=trainable_policy(state.policy_params, state.trpo.learn_std))
+    policy_metrics["trpo/max_kl"] = max_kl
     value_params, opt_state, value_metrics = trpo_lib.fit_value(
         value.apply, state.value_params, state.value_opt_state, trpo_lib.value_optimizer(), obs, flat(returns),
         key, epochs, minibatches, learning_rate=state.trpo.value_lr, values_before=flat(values))
@@ -290,9 +300,18 @@ def update(policy: nets.PolicyNetwork, value: nets.ValueNetwork, state: TrainSta
         policy_params=policy_params,
         value_params=value_params,
         value_opt_state=opt_state,
-        normalizer=nets.update_normalizer(state.normalizer, traj.obs),
+        normalizer=nets.update_normalizer(state.normalizer, traj.obs, max_samples=state.trpo.normalizer_samples),
     )
     return state, {**policy_metrics, **value_metrics}
+
+
+def trainable_policy(policy_params, learn_std: jax.Array):
+    """TRPO's `trainable` mask: 1 on every policy parameter, `learn_std` (0 or 1) on log_std."""
+    def mask(path, leaf):
+        held = any(getattr(k, "key", None) == "log_std" for k in path)
+        return jnp.broadcast_to(jnp.asarray(learn_std, leaf.dtype) if held else jnp.ones((), leaf.dtype), leaf.shape)
+
+    return jax.tree_util.tree_map_with_path(mask, policy_params)
 
 
 def _episode_metrics(state: TrainState, traj: Trajectory) -> tuple[TrainState, dict]:
@@ -363,6 +382,11 @@ def make_iteration(env: env_lib.ImitationEnv, config: TrainConfig) -> Callable[[
         adv, returns, values = compute_advantages(value, state.value_params, state.normalizer, traj, state.trpo)
         one_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
         metrics = rollout_metrics(traj, adv, reward_lib.max_reward(one_config))
+        lo, hi = trpo_lib.value_target_bounds(reward_lib.min_reward(one_config), reward_lib.max_reward(one_config),
+                                              state.trpo.gamma)
+        clip = state.trpo.clip_value_targets > 0
+        metrics["training/value_targets_clipped"] = jnp.mean(clip & ((returns < lo) | (returns > hi)))
+        returns = jnp.where(clip, jnp.clip(returns, lo, hi), returns)
         state, update_metrics = update(policy, value, state, traj, adv, returns, values, k_value, epochs, minibatches)
         state, episode = _episode_metrics(state, traj)
         state = state.replace(rng=rng, iteration=state.iteration + 1,
@@ -433,6 +457,26 @@ def check_health(metrics: dict, health: Health, motion: str = "walk") -> tuple[H
     new = [k for k in found if k not in health.raised]
     messages = [f"ALARM {k}: {found[k]}" for k in new]
     return Health(raised=health.raised | frozenset(new), rejected_streak=streak), messages
+
+
+def check_decay(scores: list[float], margin: float, evals: int) -> str | None:
+    """The decay alarm's text, or None: the last `evals` periodic evaluation scores (the
+    best/ selection score, in order) all lie more than `margin` below the best score before
+    them. Pure, so it is decided the same from a live run or from `eval.jsonl`."""
+    if len(scores) <= evals:
+        return None
+    peak = max(scores[:-evals])
+    recent = scores[-evals:]
+    if not all(score < peak - margin for score in recent):
+        return None
+    at = scores.index(peak) + 1
+    return (f"the policy is unlearning: the last {evals} evaluations ({', '.join(f'{x:.3f}' for x in recent)}) are "
+            f"more than {margin:g} below the best, {peak:.3f} (evaluation {at}); best/ keeps that policy. "
+            "Likely causes (docs/learning.md, late decay): a learned std that keeps shrinking (losses/entropy falling), "
+            "an observation normaliser that keeps moving, full max_kl steps on a noisy gradient once the true one is "
+            "small, the policy trading tracking for survival (episodes lengthening while reward/pose falls). "
+            "Fix: more samples per update (num_envs), --set trpo.learn_std=0, trpo.normalizer_samples=1e6, "
+            "a max_kl schedule (trpo.max_kl_final_fraction, trpo.max_kl_decay_steps).")
 
 
 # ------------------------------------------------------------------------ host loop
@@ -557,6 +601,8 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
         score_rsi = jax.jit(eval_lib.make_evaluation(eval_lib.eval_env(config, rsi=True), config,
                                                      config.eval_rsi_episodes))
 
+    alarmed: list = []
+
     def run(state: TrainState, metrics: dict) -> None:
         reward_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
         args = (state.policy_params, state.normalizer, reward_config, jax.random.PRNGKey(0))
@@ -576,6 +622,9 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
         if score_rsi is not None:
             text += (f"  | rsi return {line['eval_rsi/normalized_return']:.3f}  "
                      f"fall rate {line['eval_rsi/fall_rate']:.2f}")
+        scores = [json.loads(row).get("eval/selection_score", json.loads(row)["eval/normalized_return"])
+                  for row in (run_dir / "eval.jsonl").read_text().splitlines() if row.strip()]
+        decay = check_decay(scores, config.decay_alarm_margin, config.decay_alarm_evals)
         if selection > best_score(run_dir):
             policy_lib.write(run_dir / BEST_DIR, config, state.policy_params, state.normalizer,
                              {"run": str(run_dir), "iteration": line["training/iteration"],
@@ -583,6 +632,9 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
                               **{k: v for k, v in line.items() if k.startswith("eval")}})
             text += "  (best so far: saved to best/)"
         progress(text)
+        if decay is not None and not alarmed:
+            alarmed.append(True)  # once per command: the run keeps going, best/ keeps the peak
+            progress(f"ALARM decay: {decay}")
 
     return run
 

@@ -64,6 +64,22 @@ class TrpoConfig:
     # A stride, not a random subset, so it is static and deterministic; baselines' trpo_mpi
     # computes Fisher-vector products on every 5th sample.
     fvp_subsample: int = field(1, "Fisher-vector products use every k-th sample (1 = all)", static=True, ge=1)
+    # Stabilisers (docs/learning.md, "Late decay"). Leaves, so a sweep varies them in one program.
+    # DeepMimic fixes its exploration noise (its code asserts "noise std should not change");
+    # MimicKit (actor_std_type FIXED), ProtoMotions and IsaacGymEnvs' AMP humanoid do too.
+    learn_std: float = field(1.0, "1: TRPO trains the policy's log std; 0: it stays at network.init_log_std "
+                             "(DeepMimic's fixed exploration noise)", choices=(0, 1))
+    # DeepMimic's NormalizerSamples: 1e6 (then the input scaling is fixed under the policy).
+    normalizer_samples: float = field(
+        0.0, "stop updating the observation normaliser once it has merged this many samples "
+        "(DeepMimic: 1e6); 0: never stop", ge=0)
+    max_kl_final_fraction: float = field(
+        1.0, "max_kl falls linearly to max_kl * this over max_kl_decay_steps env steps (1: constant)", gt=0, le=1)
+    max_kl_decay_steps: float = field(
+        0.0, "env steps over which max_kl falls to max_kl * max_kl_final_fraction; 0: at once", ge=0)
+    # DeepMimic clips value targets to [r_min, r_max] / (1 - γ), the range any return can take.
+    clip_value_targets: float = field(
+        0.0, "1: clip the value fit's targets to [min, max] per-step reward / (1 - gamma); 0: off", choices=(0, 1))
 
 
 @struct.dataclass
@@ -110,6 +126,29 @@ def compute_gae(
 
     _, advantages = jax.lax.scan(backward, jnp.zeros_like(values[0]), (deltas, done), reverse=True)
     return advantages, advantages + values
+
+
+def scheduled_max_kl(config: TrpoConfig, env_steps: jax.Array) -> jax.Array:
+    """The trust-region radius after `env_steps` env steps: `max_kl` falling linearly to
+    `max_kl * max_kl_final_fraction` over `max_kl_decay_steps` steps, then constant.
+
+    Why: once the true gradient is small, a full `max_kl` step from a few thousand samples is
+    mostly noise (walk_cpu's late decay, docs/learning.md).
+    """
+    steps = jnp.asarray(env_steps, jnp.float32)
+    horizon = jnp.asarray(config.max_kl_decay_steps, jnp.float32)
+    progress = jnp.where(horizon > 0, jnp.minimum(steps / jnp.where(horizon > 0, horizon, 1.0), 1.0), 1.0)
+    return config.max_kl * (1.0 + (config.max_kl_final_fraction - 1.0) * progress)
+
+
+def value_target_bounds(min_reward: jax.Array, max_reward: jax.Array, gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(lo, hi)` that hold every discounted return of an episode (of any length, ended at
+    any step) whose per-step rewards lie in [min_reward, max_reward]:
+    `min(min_reward, 0) / (1 - γ)` and `max(max_reward, 0) / (1 - γ)`; ±inf at γ = 1."""
+    scale = jnp.where(gamma < 1.0, 1.0 / jnp.maximum(1.0 - gamma, 1e-12), jnp.inf)
+    lo, hi = jnp.minimum(min_reward, 0.0), jnp.maximum(max_reward, 0.0)
+    # 0 * inf would be NaN: a zero bound stays zero at γ = 1.
+    return jnp.where(lo < 0, lo * scale, 0.0), jnp.where(hi > 0, hi * scale, 0.0)
 
 
 def conjugate_gradient(
@@ -252,7 +291,8 @@ def _line_search(evaluate, flat0, full_step, expected_full, surr_before, config:
 
 
 def trpo_step(
-    policy_apply: PolicyApply, policy_params: Params, batch: TrpoBatch, config: TrpoConfig
+    policy_apply: PolicyApply, policy_params: Params, batch: TrpoBatch, config: TrpoConfig,
+    trainable: Params | None = None,
 ) -> tuple[Params, dict[str, jax.Array]]:
     """One TRPO policy update: natural-gradient direction by CG, KL-scaled, line-searched.
 
@@ -261,6 +301,11 @@ def trpo_step(
     Â the normalised advantages; s solves (F + damping·I) s = ∇L by CG; the full step is
     sqrt(2·max_kl / sᵀ(F + damping·I)s) · s; then `_line_search` backtracks from it. If no candidate passes, or
     anything is non-finite, the params come back bit-for-bit unchanged with accepted = 0.
+
+    `trainable`, a pytree like `policy_params` of 1.0 (trained) and 0.0 (held), restricts the
+    step to the trained coordinates: CG solves (M F M + damping·I) s = M ∇L with M = diag(trainable),
+    whose solution is exactly 0 on the held ones (their rows are damping·s = 0), so held
+    parameters come back bit-for-bit. All ones (or None) is the plain step.
 
     Returns `(new_params, metrics)`, metrics a flat dict of scalars:
     `losses/surrogate_before|after`, `losses/kl` (mean KL(old‖returned), 0 if rejected),
@@ -295,8 +340,13 @@ def trpo_step(
         return _masked_mean(gaussian_kl(sub_old_mean, sub_old_log_std, mean, log_std), sub_mask)
 
     fvp = fisher_vector_product(lambda flat: policy_apply(unravel(flat), sub_obs), sub_kl, flat0, config.damping)
-
     surr_before, grad = jax.value_and_grad(lambda f: evaluate(f)[0])(flat0)
+    if trainable is not None:
+        keep = ravel_pytree(trainable)[0].astype(flat0.dtype)
+        full_fvp = fvp
+        # m·(F + dI)(m·v) + d(1 - m)·v = (M F M + d I) v for a 0/1 mask m.
+        fvp = lambda v: keep * full_fvp(keep * v) + config.damping * (1.0 - keep) * v  # noqa: E731
+        grad = keep * grad
     step_dir, cg_residual, cg_used = conjugate_gradient(fvp, grad, config.cg_iters, config.cg_tol)
     sfs = jnp.vdot(step_dir, fvp(step_dir))
     # Scale so the quadratic KL model ½ sᵀFs of the full step equals max_kl.

@@ -138,3 +138,19 @@ def test_normalizer_under_jit_and_vmap():
     new = jax.jit(jax.vmap(update_normalizer))(states, batches)
     assert new.mean.shape == (2, 3)
     np.testing.assert_allclose(new.mean[1], np.asarray(batches[1]).mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_normalizer_freezes_once_it_has_merged_max_samples():
+    """DeepMimic's NormalizerSamples: hand values on a 1-D feature."""
+    state = update_normalizer(init_normalizer(1), jnp.array([[1.0], [2.0], [3.0]]))  # count 3, mean 2, var 2/3
+    more = jnp.array([[5.0], [9.0]])
+    # Below the limit: merged. Mean of 1, 2, 3, 5, 9 = 4; variance (9 + 4 + 1 + 1 + 25) / 5 = 8.
+    merged = update_normalizer(state, more, max_samples=4.0)
+    assert float(merged.count) == 5.0
+    assert float(merged.mean[0]) == pytest.approx(4.0) and float(merged.var[0]) == pytest.approx(8.0)
+    # At the limit: unchanged, count included, and it stays so.
+    frozen = update_normalizer(state, more, max_samples=3.0)
+    for a, b in ((frozen.mean, state.mean), (frozen.var, state.var), (frozen.count, state.count)):
+        np.testing.assert_array_equal(a, b)
+    # 0: never frozen.
+    assert float(update_normalizer(state, more, max_samples=0.0).count) == 5.0

@@ -136,12 +136,17 @@ def staged_steps():
     once = env_lib.reset_batch(once_env, jax.random.PRNGKey(0), 1)
     once = once.replace(time=jnp.full((1,), once_env.clip_arrays.duration - 0.5 * once_env.dt))
     out["once"] = jax.jit(jax.vmap(once_env.step))(once, jnp.zeros((1, once_env.action_size)))
-    # Roots moved 0.7 m and 0.3 m sideways off the reference; one control step moves a
-    # walking root ~4 cm, so only the first is past max_root_drift = 0.5 m after the step.
-    drift_env = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk", physics="native", max_root_drift=0.5))
-    drift = env_lib.reset_batch(drift_env, jax.random.PRNGKey(0), 2)
-    drift = drift.replace(data=drift.data.replace(qpos=drift.data.qpos.at[:, 1].add(jnp.array([0.7, 0.3]))))
-    out["drift"] = jax.jit(jax.vmap(drift_env.step))(drift, jnp.zeros((2, drift_env.action_size)))
+    # Roots moved 0.7 m and 0.3 m sideways off the reference, then 0.7 m and 0.3 m up (every
+    # body moves with the root); one control step moves a walking root ~4 cm and drops a lifted
+    # one ~5 mm, so only the 0.7 m moves are past max_root_drift / max_body_error = 0.5 m after
+    # the step, and only the sideways one is a drift (horizontal).
+    drift_env = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk", physics="native", max_root_drift=0.5,
+                                                       max_body_error=0.5))
+    drift = env_lib.reset_batch(drift_env, jax.random.PRNGKey(0), 4)
+    moved = drift.data.qpos.at[:, 1].add(jnp.array([0.7, 0.3, 0.0, 0.0]))
+    moved = moved.at[:, 2].add(jnp.array([0.0, 0.0, 0.7, 0.3]))
+    drift = drift.replace(data=drift.data.replace(qpos=moved))
+    out["drift"] = jax.jit(jax.vmap(drift_env.step))(drift, jnp.zeros((4, drift_env.action_size)))
     return out
 
 
@@ -162,8 +167,10 @@ def test_each_termination_reason_is_declared_and_flagged(staged_steps):
     assert not bool(staged_steps["low"].termination["fall_contact"][0])
     assert bool(staged_steps["once"].termination["clip_end"][0]) and bool(staged_steps["once"].truncated[0])
     assert not any(np.asarray(staged_steps["walk"].termination["root_drift"]))  # off by default
-    assert np.asarray(staged_steps["drift"].termination["root_drift"]).tolist() == [True, False]
-    assert np.asarray(staged_steps["drift"].terminated).tolist() == [True, False]
+    assert not any(np.asarray(staged_steps["walk"].termination["body_error"]))  # off by default
+    assert np.asarray(staged_steps["drift"].termination["root_drift"]).tolist() == [True, False, False, False]
+    assert np.asarray(staged_steps["drift"].termination["body_error"]).tolist() == [True, False, True, False]
+    assert np.asarray(staged_steps["drift"].terminated).tolist() == [True, False, True, False]
     assert float(staged_steps["drift"].reward[0]) == 0.0 and float(staged_steps["drift"].reward[1]) > 0.0
 
 
@@ -172,6 +179,7 @@ def test_evaluation_measures_drift_instead_of_ending_on_it():
 
     config = train.TrainConfig().replace(env=env_lib.EnvConfig(motion="walk", physics="native", max_root_drift=0.5))
     assert evaluate.eval_env(config).config.max_root_drift == 0.0
+    assert evaluate.eval_env(config.replace(env=config.env.replace(max_body_error=0.5))).config.max_body_error == 0.0
     assert evaluate.eval_env(config, rsi=True).config.rsi
 
 

@@ -62,6 +62,13 @@ def test_reward_preset_and_overrides_from_yaml_and_set(tmp_path):
     (["reward.pose_scal=1"], "unknown key 'reward.pose_scal'"),
     (["reward.preset=nope"], "unknown reward preset 'nope'"),
     (["reward.pose_scale=-1"], "reward.pose_scale must be >= 0"),
+    (["trpo.learn_std=0.5"], "trpo.learn_std"),
+    (["trpo.normalizer_samples=-1"], "trpo.normalizer_samples must be >= 0"),
+    (["trpo.max_kl_final_fraction=0"], "trpo.max_kl_final_fraction must be in (0, 1], got 0.0"),
+    (["trpo.max_kl_final_fraction=1.5"], "trpo.max_kl_final_fraction must be in (0, 1], got 1.5"),
+    (["trpo.clip_value_targets=2"], "trpo.clip_value_targets"),
+    (["env.max_body_error=-0.1"], "env.max_body_error must be >= 0"),
+    (["decay_alarm_evals=0"], "decay_alarm_evals must be >= 1"),
 ])
 def test_bad_override_is_one_line(overrides, words):
     with pytest.raises(MimicError) as err:
@@ -210,9 +217,9 @@ def probe_config(**trpo_leaves):
     return config
 
 
-def run_probe(mode, iterations, **trpo_leaves):
+def run_probe(mode, iterations, reward=PROBE_REWARD, **trpo_leaves):
     env, config = ProbeEnv(mode), probe_config(**trpo_leaves)
-    state = train.init(env, config, jax.random.PRNGKey(0), PROBE_REWARD)
+    state = train.init(env, config, jax.random.PRNGKey(0), reward)
     step = jax.jit(train.make_iteration(env, config))
     history = []
     for _ in range(iterations):
@@ -250,6 +257,64 @@ def test_probe_value_bootstraps_truncations_only():
     # Every step ends an episode; the return of a one-step episode is its reward, 1.
     assert history[-1]["training/return_mean"] == 1.0
     assert 0.3 < history[-1]["training/fall_fraction"] < 0.7  # half the envs fall, half time out
+
+
+def test_clipped_value_targets_bound_the_fitted_value():
+    """The probe pays 1 a step but declares a maximum of 0.5 (alive_bonus -0.5, which the probe
+    does not pay): with γ = 0.5 every target is clipped to 0.5 / (1 - 0.5) = 1, so the value of a
+    truncating state, 2 unclipped (the test above), is fitted to 1."""
+    reward = PROBE_REWARD.replace(alive_bonus=-0.5)
+    env, config, state, history = run_probe("value", 60, reward=reward, gamma=0.5, value_lr=0.01,
+                                             clip_value_targets=1.0)
+    _, value = train.make_networks(env, config)
+    from mimic_mjx.networks import normalize
+    v_truncated, v_terminated = value.apply(state.value_params, normalize(state.normalizer, jnp.eye(2)))
+    assert float(v_truncated) == pytest.approx(1.0, abs=0.05)
+    assert float(v_terminated) == pytest.approx(1.0, abs=0.05)
+    assert history[-1]["training/value_targets_clipped"] > 0.3  # the truncating half's targets
+
+
+def test_fixed_std_and_frozen_normalizer_across_iterations():
+    """learn_std 0: log_std stays at network.init_log_std (-1) through every update.
+    normalizer_samples 300: init merges the 64 reset obs, iteration 1 the 64 x 4 = 256 rollout
+    obs (64 < 300), so the count is 320 and nothing merges after."""
+    env, config, state, history = run_probe("bandit", 5, learn_std=0.0, normalizer_samples=300.0)
+    np.testing.assert_array_equal(state.policy_params["params"]["log_std"], np.full(2, -1.0, np.float32))
+    assert float(state.normalizer.count) == 320.0
+    assert all(m["losses/entropy"] == history[0]["losses/entropy"] for m in history)
+    assert all(m["trpo/accepted"] == 1.0 for m in history)  # the mean still learns
+    # And with the defaults both move.
+    _, _, learned, _ = run_probe("bandit", 5)
+    assert not np.array_equal(learned.policy_params["params"]["log_std"], np.full(2, -1.0, np.float32))
+    assert float(learned.normalizer.count) == 64 + 5 * 256
+
+
+def test_stabilisers_are_leaves_a_sweep_vmaps():
+    """Two members in one program, differing only in trpo.learn_std and normalizer_samples:
+    each behaves as its own number says."""
+    env, config = ProbeEnv("bandit"), probe_config()
+    hypers = jax.tree.map(lambda *xs: jnp.stack(xs), config.trpo.replace(learn_std=0.0, normalizer_samples=100.0),
+                          config.trpo.replace(learn_std=1.0, normalizer_samples=0.0))
+    keys = jnp.stack([jax.random.PRNGKey(0)] * 2)
+    configs = reward_lib.stack_configs([PROBE_REWARD, PROBE_REWARD])
+    states = jax.vmap(lambda k, rc, h: train.init(env, config.replace(trpo=h), k, rc))(keys, configs, hypers)
+    step = jax.jit(jax.vmap(train.make_iteration(env, config)))
+    for _ in range(3):
+        states, _ = step(states)
+    log_std = np.asarray(states.policy_params["params"]["log_std"])
+    np.testing.assert_array_equal(log_std[0], np.full(2, -1.0, np.float32))
+    assert not np.array_equal(log_std[1], np.full(2, -1.0, np.float32))
+    # 64 reset obs, then one 256-sample rollout (64 < 100) and frozen; the other merges all three.
+    assert np.asarray(states.normalizer.count).tolist() == [320.0, 64.0 + 3 * 256]
+
+
+def test_decay_alarm_hand_cases():
+    best = [0.2, 0.5, 0.8, 0.81]
+    assert train.check_decay(best + [0.75, 0.74], 0.05, 3) is None  # only two evaluations past the margin
+    message = train.check_decay(best + [0.75, 0.74, 0.70], 0.05, 3)
+    assert message is not None and "0.810 (evaluation 4)" in message and "trpo.learn_std=0" in message
+    assert train.check_decay(best + [0.75, 0.77, 0.70], 0.05, 3) is None  # 0.77 is within 0.05 of 0.81
+    assert train.check_decay([0.9, 0.1, 0.1], 0.05, 3) is None  # nothing before the last three
 
 
 @pytest.mark.parametrize("truncate", [True, False])

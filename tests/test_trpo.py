@@ -23,8 +23,10 @@ from mimic_mjx.trpo import (
     explained_variance,
     fisher_vector_product,
     fit_value,
+    scheduled_max_kl,
     trpo_step,
     value_optimizer,
+    value_target_bounds,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -449,3 +451,74 @@ def test_static_settings_are_validated(policy, batch):
     with pytest.raises(MimicError, match="minibatches"):
         fit_value(value_net.apply, value_params, optimizer.init(value_params), optimizer, obs, returns,
                   jax.random.PRNGKey(1), epochs=1, minibatches=1000)
+
+
+# --- 6. stabilisers (docs/learning.md, late decay) -----------------------------------------
+
+def _held_log_std(params, learn_std):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.full_like(x, learn_std if any(getattr(k, "key", None) == "log_std" for k in path) else 1.0),
+        params)
+
+
+def test_held_log_std_stays_bit_for_bit_and_equals_the_step_without_it(policy, batch, step):
+    """trainable = 0 on log_std: the step keeps log_std exactly, and moves the other
+    parameters as TRPO does on a policy whose std is a constant (a second parameterisation
+    with log_std closed over, not a parameter)."""
+    net, params = policy
+    config = TrpoConfig()
+    held, metrics = step(params, batch, config, _held_log_std(params, 0.0))
+    assert float(metrics["trpo/accepted"]) == 1.0
+    np.testing.assert_array_equal(held["params"]["log_std"], params["params"]["log_std"])
+
+    fixed = params["params"]["log_std"]
+    reduced = {k: v for k, v in params["params"].items() if k != "log_std"}
+
+    def apply_reduced(p, obs):
+        return net.apply({"params": {**p, "log_std": fixed}}, obs)
+
+    peer, peer_metrics = jax.jit(functools.partial(trpo_step, apply_reduced))(reduced, batch, config)
+    # The two CG solves agree in exact arithmetic; in float32 they differ by rounding, which
+    # ten CG iterations amplify: compare the steps as vectors.
+    before = ravel_pytree(reduced)[0]
+    step_held = ravel_pytree({k: v for k, v in held["params"].items() if k != "log_std"})[0] - before
+    step_peer = ravel_pytree(peer)[0] - before
+    assert float(jnp.linalg.norm(step_held - step_peer)) < 1e-2 * float(jnp.linalg.norm(step_peer))
+    np.testing.assert_allclose(float(metrics["losses/kl"]), float(peer_metrics["losses/kl"]), rtol=1e-4)
+    # A learned std moves: the same step with trainable all ones changes log_std.
+    learned, _ = step(params, batch, config, _held_log_std(params, 1.0))
+    assert not np.array_equal(learned["params"]["log_std"], params["params"]["log_std"])
+
+
+def test_all_ones_trainable_is_the_plain_step(policy, batch, step):
+    net, params = policy
+    plain, _ = step(params, batch, TrpoConfig())
+    ones, _ = step(params, batch, TrpoConfig(), _held_log_std(params, 1.0))
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(ones)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("steps, expected", [
+    (0, 0.02), (250_000, 0.0185), (500_000, 0.017), (1_000_000, 0.014), (3_000_000, 0.014)])
+def test_max_kl_schedule_hand_values(steps, expected):
+    # 0.02 -> 0.02 * 0.7 = 0.014 over 1M steps: 0.02 - 0.006 * min(1, steps / 1M).
+    config = TrpoConfig(max_kl=0.02, max_kl_final_fraction=0.7, max_kl_decay_steps=1e6)
+    assert float(scheduled_max_kl(config, steps)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_max_kl_schedule_defaults_and_zero_horizon():
+    assert float(scheduled_max_kl(TrpoConfig(max_kl=0.02), 10**7)) == pytest.approx(0.02)
+    # No horizon: the final value at once.
+    at_once = TrpoConfig(max_kl=0.02, max_kl_final_fraction=0.5, max_kl_decay_steps=0.0)
+    assert float(scheduled_max_kl(at_once, 0)) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("lo_r, hi_r, gamma, expected", [
+    (0.0, 1.0, 0.95, (0.0, 20.0)),  # DeepMimic's reward in [0, 1], γ = 0.95: returns in [0, 20]
+    (-0.5, 2.0, 0.5, (-1.0, 4.0)),
+    (0.2, 1.0, 0.0, (0.0, 1.0)),  # one step: a return of a single reward; 0 after a fall
+    (0.0, 1.0, 1.0, (0.0, np.inf)),
+])
+def test_value_target_bounds_hand_values(lo_r, hi_r, gamma, expected):
+    lo, hi = value_target_bounds(jnp.float32(lo_r), jnp.float32(hi_r), jnp.float32(gamma))
+    assert (float(lo), float(hi)) == pytest.approx(expected, rel=1e-6)
