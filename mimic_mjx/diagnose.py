@@ -207,6 +207,8 @@ def _scale_for(err: float, form: float) -> float:
         return (1 - TARGET_TERM) / err
     if form == reward_lib.FORM_QUADRATIC:
         return (1 - math.sqrt(TARGET_TERM)) / err
+    if form == reward_lib.FORM_ONE_MINUS_SQUARE:
+        return math.sqrt(1 - TARGET_TERM) / err
     return -math.log(TARGET_TERM) / err
 
 

@@ -173,6 +173,7 @@ class ImitationEnv:
             joint_quat=quat.mul(quat.conj(xq[parent]), xq[child]),
             joint_angvel=quat.rotate(quat.conj(xq[child]), rel_w),
             joint_pos=data.qpos[7:],
+            joint_vel=data.qvel[6:],
             end_effectors=ee,
             root_pos=root_pos,
             root_quat=root_quat,

@@ -21,7 +21,7 @@ Units: angles rad, positions m, velocities m/s and rad/s.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Callable, Mapping
 
 import flax
 import jax
@@ -46,9 +46,10 @@ _DIFF_WEIGHT_SUM = ROOT_DIFF_WEIGHT + float(JOINT_DIFF_WEIGHTS.sum())
 # root_err = pos + 0.1 rot + 0.01 linvel + 0.001 angvel (SceneImitate.cpp lines 111-114).
 ROOT_POS_W, ROOT_ROT_W, ROOT_LINVEL_W, ROOT_ANGVEL_W = 1.0, 0.1, 0.01, 0.001
 
-TERM_NAMES = ("pose", "velocity", "end_effector", "root", "com", "joint_abs")
-FORM_EXP, FORM_LINEAR, FORM_QUADRATIC = 0, 1, 2
-FORM_NAMES = {FORM_EXP: "exp(-x)", FORM_LINEAR: "max(0, 1-x)", FORM_QUADRATIC: "max(0, 1-x)^2"}
+TERM_NAMES = ("pose", "velocity", "end_effector", "root", "com", "joint_abs", "joint_vel_abs")
+FORM_EXP, FORM_LINEAR, FORM_QUADRATIC, FORM_ONE_MINUS_SQUARE = 0, 1, 2, 3
+FORM_NAMES = {FORM_EXP: "exp(-x)", FORM_LINEAR: "max(0, 1-x)", FORM_QUADRATIC: "max(0, 1-x)^2",
+              FORM_ONE_MINUS_SQUARE: "max(0, 1-x^2)"}
 
 
 @flax.struct.dataclass
@@ -58,6 +59,7 @@ class Kinematics:
     joint_quat: jax.Array  # [J, 4] local rotation of each joint w.r.t. its parent, w-x-y-z, J = 12
     joint_angvel: jax.Array  # [J, 3] child-body angular velocity relative to parent, child frame, rad/s
     joint_pos: jax.Array  # [28] the model's hinge coordinates, rad (what the failed port compared)
+    joint_vel: jax.Array  # [28] their velocities, rad/s (the seed diagnosis's option 2 compares these)
     # [E, 3] ankles and wrists (E = 4) in the root's heading frame, m: horizontal offsets from
     # the root, and height above the floor as in SceneImitate.cpp (lines 86-89).
     end_effectors: jax.Array
@@ -86,9 +88,10 @@ class Errors:
     com_pos: jax.Array  # |Δ COM position|² (paper eq. 10), m²
     com_vel: jax.Array  # |Δ COM velocity|² (code uses this, times 0.1), m²/s²
     joint_abs: jax.Array  # Σ over the 28 coordinates of |Δq| (the failed port's error), rad
+    joint_vel_abs: jax.Array  # Σ over the 28 coordinates of |Δq̇| (seed diagnosis, option 2), rad/s
     num_joints: jax.Array  # J, divides the unweighted joint sums when normalize_per_joint = 1
     num_end_effectors: jax.Array  # E, divides end_effector when normalize_per_joint = 1
-    num_coords: jax.Array  # len(joint_pos) = 28, divides joint_abs when normalize_per_joint = 1
+    num_coords: jax.Array  # len(joint_pos) = 28, divides joint_abs and joint_vel_abs when normalize_per_joint = 1
 
 
 @flax.struct.dataclass
@@ -113,15 +116,17 @@ class RewardConfig:
     com_scale: float = cfglib.field(0.0, "k for the COM error (position: 1/m², velocity: s²/m²)", ge=0)
     joint_abs_weight: float = cfglib.field(0.0, "weight of the failed port's Σ|Δq| term", ge=0)
     joint_abs_scale: float = cfglib.field(0.0, "k for Σ|Δq|, 1/rad", ge=0)
+    joint_vel_abs_weight: float = cfglib.field(0.0, "weight of the Σ|Δq̇| term over the 28 joint coordinates", ge=0)
+    joint_vel_abs_scale: float = cfglib.field(0.0, "k for Σ|Δq̇|, s/rad", ge=0)
     form: float = cfglib.field(
-        0.0, "f for every term: 0 exp(-x), 1 max(0, 1-x), 2 max(0, 1-x)²; each is 1 at x = 0",
-        choices=(FORM_EXP, FORM_LINEAR, FORM_QUADRATIC))
+        0.0, "f for every term: 0 exp(-x), 1 max(0, 1-x), 2 max(0, 1-x)², 3 max(0, 1-x²); each is 1 at x = 0",
+        choices=(FORM_EXP, FORM_LINEAR, FORM_QUADRATIC, FORM_ONE_MINUS_SQUARE))
     joint_weighting: float = cfglib.field(
         0.0, "0: unweighted sums over the 12 joints (paper); 1: DiffWeight/4.8 incl. root (code)", choices=(0, 1))
     com_source: float = cfglib.field(
         0.0, "0: COM position error (paper r_c); 1: COM velocity error (code)", choices=(0, 1))
     normalize_per_joint: float = cfglib.field(
-        0.0, "1: divide the unweighted joint, end-effector and Σ|Δq| sums by their counts", choices=(0, 1))
+        0.0, "1: divide the unweighted joint, end-effector, Σ|Δq| and Σ|Δq̇| sums by their counts", choices=(0, 1))
     output_scale: float = cfglib.field(
         1.0, "multiplies every tracking term (not alive_bonus or action_penalty)", ge=0)
     # Any sign: a negative bonus is a per-step cost.
@@ -198,6 +203,7 @@ def compute_errors(sim: Kinematics, ref: Kinematics) -> Errors:
         com_pos=_sq(sim.com_pos, ref.com_pos),
         com_vel=_sq(sim.com_vel, ref.com_vel),
         joint_abs=jnp.sum(jnp.abs(sim.joint_pos - ref.joint_pos)),
+        joint_vel_abs=jnp.sum(jnp.abs(sim.joint_vel - ref.joint_vel)),
         num_joints=jnp.asarray(sim.joint_quat.shape[0], dtype),
         num_end_effectors=jnp.asarray(sim.end_effectors.shape[0], dtype),
         num_coords=jnp.asarray(sim.joint_pos.shape[0], dtype),
@@ -207,7 +213,10 @@ def compute_errors(sim: Kinematics, ref: Kinematics) -> Errors:
 def _shape(form: jax.Array, x: jax.Array) -> jax.Array:
     """f(x) for x = scale·err ≥ 0: 1 at x = 0, non-increasing, in [0, 1]."""
     lin = jnp.maximum(0.0, 1.0 - x)
-    return jnp.where(form == FORM_LINEAR, lin, jnp.where(form == FORM_QUADRATIC, lin * lin, jnp.exp(-x)))
+    # max(0, 1 - x²) is not (1 - x)²: flat at x = 0 and steeper near x = 1 (seed diagnosis, option 3).
+    square = jnp.maximum(0.0, 1.0 - x * x)
+    return jnp.where(form == FORM_LINEAR, lin, jnp.where(form == FORM_QUADRATIC, lin * lin,
+                                                         jnp.where(form == FORM_ONE_MINUS_SQUARE, square, jnp.exp(-x))))
 
 
 def term_errors(errors: Errors, config: RewardConfig) -> dict[str, jax.Array]:
@@ -224,6 +233,7 @@ def term_errors(errors: Errors, config: RewardConfig) -> dict[str, jax.Array]:
         "root": errors.root,
         "com": jnp.where(config.com_source > 0.5, errors.com_vel, errors.com_pos),
         "joint_abs": errors.joint_abs / n_c,
+        "joint_vel_abs": errors.joint_vel_abs / n_c,
     }
 
 
@@ -329,8 +339,30 @@ def _original_port() -> RewardConfig:
     return RewardConfig(joint_abs_weight=1.0, joint_abs_scale=1.0)
 
 
+# The remedies the seed diagnosis of the failed port proposed (issue 30), each exactly as
+# written there, with err = Σ|q_sim - q_ref| over the n = 28 joint coordinates (the joint_abs
+# error; normalize_per_joint = 1 divides it by n) and a the action vector.
+def _remedy(scale: float, form: float = FORM_EXP, **more) -> Callable[[], RewardConfig]:
+    return lambda: RewardConfig(joint_abs_weight=1.0, joint_abs_scale=scale, form=form, normalize_per_joint=1.0,
+                                output_scale=10.0, **more)
+
+
+def _remedy_option2() -> RewardConfig:
+    """r = 10·exp(-2·err/n) + exp(-2·mean|v_sim - v_ref|) + 1[alive] - 0.01·Σa². Here
+    output_scale multiplies both tracking terms, so the 10 is a weight; Σa² over 28 actions
+    is 28·mean(a²), so the penalty coefficient on the mean is 0.28."""
+    return RewardConfig(joint_abs_weight=10.0, joint_abs_scale=2.0, joint_vel_abs_weight=1.0, joint_vel_abs_scale=2.0,
+                        normalize_per_joint=1.0, alive_bonus=1.0, action_penalty=0.01 * 28)
+
+
 _PRESETS = {"deepmimic_paper": _deepmimic_paper, "deepmimic_code": _deepmimic_code,
-            "original_port": _original_port}
+            "original_port": _original_port,
+            "remedy_quick_fix": _remedy(2.0),  # 10·exp(-2·err/n)
+            "remedy_option1": _remedy(5.0),  # 10·exp(-5·err/n)
+            "remedy_option1_linear": _remedy(1.0, FORM_LINEAR),  # 10·max(0, 1 - err/n)
+            "remedy_option2": _remedy_option2,
+            "remedy_option3_linear": _remedy(2.0, FORM_LINEAR),  # x = err/(0.5·n): 10·max(0, 1 - x)
+            "remedy_option3_square": _remedy(2.0, FORM_ONE_MINUS_SQUARE)}  # 10·max(0, 1 - x²)
 PRESETS = tuple(_PRESETS)
 
 

@@ -115,7 +115,7 @@ def test_case6_sweep_file_read_by_the_project_loader(cli, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["diagnose", "--envs", "0"], "--envs must be >= 1, got 0"),
     (["diagnose", "--scales", "pose_scale=1,-1"], "reward.pose_scale must be >= 0, got -1.0"),
-    (["diagnose", "--set", "reward.form=5"], "--set: reward.form must be one of 0, 1, 2, got 5.0"),
+    (["diagnose", "--set", "reward.form=5"], "--set: reward.form must be one of 0, 1, 2, 3, got 5.0"),
     (["diagnose", "--set", "env.early_terminaton=false"], "--set: unknown key 'env.early_terminaton'"),
     (["sweep", "--config", "missing.yaml"], "missing.yaml: config file not found"),
     (["config", "--set", "trpo.gamma=2"], "--set: trpo.gamma must be in [0, 1], got 2.0"),

@@ -271,7 +271,7 @@ def _trpo_reward_env_train():
     # RewardConfig
     ("reward.pose_scale=-1", "reward.pose_scale must be >= 0, got -1.0"),
     ("reward.pose_weight=-0.5", "reward.pose_weight must be >= 0, got -0.5"),
-    ("reward.form=3", "reward.form must be one of 0, 1, 2, got 3.0"),
+    ("reward.form=4", "reward.form must be one of 0, 1, 2, 3, got 4.0"),
     ("reward.com_source=0.5", "reward.com_source must be one of 0, 1, got 0.5"),
     ("reward.alive_bonus=.nan", "reward.alive_bonus must be finite, got nan"),
     # EnvConfig
@@ -393,8 +393,8 @@ def test_reward_is_a_preset_plus_its_own_fields(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("reward.preset=nope", "--set: unknown reward preset 'nope' (known: deepmimic_paper, deepmimic_code, original_port)"),
-    ("reward.preset=3", "--set: 'reward.preset' must be a preset name (deepmimic_paper, deepmimic_code, original_port), got 3"),
+    ("reward.preset=nope", "--set: unknown reward preset 'nope' (known: deepmimic_paper, deepmimic_code, original_port, remedy_quick_fix, remedy_option1, remedy_option1_linear, remedy_option2, remedy_option3_linear, remedy_option3_square)"),
+    ("reward.preset=3", "--set: 'reward.preset' must be a preset name (deepmimic_paper, deepmimic_code, original_port, remedy_quick_fix, remedy_option1, remedy_option1_linear, remedy_option2, remedy_option3_linear, remedy_option3_square), got 3"),
     ("reward.pose_scal=1", "--set: unknown key 'reward.pose_scal' (valid keys under 'reward': preset, pose_weight,"),
 ])
 def test_reward_section_errors(override, message):
@@ -459,7 +459,7 @@ def test_config_reference_lists_every_key_with_its_declared_range():
             assert f"| {valid or 'any'} |" in rows[key] and doc.replace("|", "\\|") in rows[key], key
         assert len(rows) == len(config.field_docs(cls, start=start))
     assert "| `trpo.max_kl` | a float | 0.01 | > 0 |" in text
-    assert "| `reward.preset` | a string | deepmimic_paper | one of deepmimic_paper, deepmimic_code, original_port |" in text
+    assert "| `reward.preset` | a string | deepmimic_paper | one of deepmimic_paper, deepmimic_code, original_port, remedy_quick_fix, remedy_option1, remedy_option1_linear, remedy_option2, remedy_option3_linear, remedy_option3_square |" in text
 
 
 def test_readme_config_reference_is_the_generated_one():

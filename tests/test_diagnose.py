@@ -94,7 +94,7 @@ def test_cli_json_shape():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--reward", "nope"], "error: unknown reward preset 'nope' (known: deepmimic_paper, deepmimic_code, original_port)"),
+        (["--reward", "nope"], "error: unknown reward preset 'nope' (known: deepmimic_paper, deepmimic_code, original_port, remedy_quick_fix, remedy_option1, remedy_option1_linear, remedy_option2, remedy_option3_linear, remedy_option3_square)"),
         (["--set", "pose_scal=1"], "error: unknown reward field 'pose_scal'"),
         (["--set", "env.early_terminaton=false"], "error: --set: unknown key 'env.early_terminaton'"),
         (["--scales", "pose_scale"], "error: --scales 'pose_scale': expected FIELD=V1,V2,..."),

@@ -52,7 +52,7 @@ def random_kin(seed=0):
         joint_quat=unit_quats(J), joint_angvel=rng.normal(size=(J, 3)), joint_pos=rng.normal(size=NQ),
         end_effectors=rng.normal(size=(E, 3)), root_pos=rng.normal(size=3), root_quat=unit_quats(1)[0],
         root_linvel=rng.normal(size=3), root_angvel=rng.normal(size=3), com_pos=rng.normal(size=3),
-        com_vel=rng.normal(size=3),
+        com_vel=rng.normal(size=3), joint_vel=rng.normal(size=NQ),
     )
 
 
@@ -80,7 +80,7 @@ def score_fn():
 
 
 # --- identical characters ------------------------------------------------------------
-@pytest.mark.parametrize("name", R.PRESETS)
+@pytest.mark.parametrize("name", EXPECTED_WEIGHTS)
 def test_identical_gives_weights(reward_fn, name):
     kin = random_kin(1)
     total, terms = reward_fn(kin, kin, ZERO_ACTION, R.preset(name))
@@ -205,14 +205,16 @@ def _perturb(kin, what, amount):
         k.com_vel[1] += amount
     elif what == "joint_abs":
         k.joint_pos[7] += amount
+    elif what == "joint_vel_abs":
+        k.joint_vel[7] += amount
     return k
 
 
-@pytest.mark.parametrize("form", [0, 1, 2])
+@pytest.mark.parametrize("form", [0, 1, 2, 3])
 def test_terms_decrease_as_error_grows(reward_fn, form):
     ref = random_kin(6)
     amounts = [0.0, 0.02, 0.05, 0.1, 0.2, 0.4]
-    for name in R.PRESETS:
+    for name in EXPECTED_WEIGHTS:
         cfg = R.with_overrides(R.preset(name), {"form": form})
         for term, weight in EXPECTED_WEIGHTS[name].items():
             if weight == 0:
@@ -220,7 +222,9 @@ def test_terms_decrease_as_error_grows(reward_fn, form):
             values = [float(reward_fn(_perturb(ref, term, a), ref, ZERO_ACTION, cfg)[1][term]) for a in amounts]
             diffs = np.diff(values)
             assert np.all(diffs <= 1e-7), (name, term, values)
-            assert values[1] < values[0], (name, term, values)  # small errors already lower it
+            if form != 3:  # max(0, 1 - x²) is flat at x = 0: a small error may not show in float32
+                assert values[1] < values[0], (name, term, values)  # small errors already lower it
+            assert values[-1] < values[0], (name, term, values)
             if form == 0:
                 assert np.all(diffs < 0), (name, term, values)
 
@@ -278,7 +282,8 @@ def test_vmap_over_envs_shapes():
     total, terms = jax.jit(jax.vmap(R.compute_reward, in_axes=(0, 0, 0, None)))(
         sims, refs, jnp.zeros((3, NQ)), R.preset("deepmimic_code"))
     assert total.shape == (3,)
-    assert set(terms) == {"pose", "velocity", "end_effector", "root", "com", "joint_abs", "alive", "action_penalty"}
+    assert set(terms) == {"pose", "velocity", "end_effector", "root", "com", "joint_abs", "joint_vel_abs", "alive",
+                          "action_penalty"}
     assert all(v.shape == (3,) for v in terms.values())
     assert np.all(np.isfinite(total)) and np.all(total >= 0) and np.all(total <= 1)
 
@@ -294,7 +299,7 @@ def test_unknown_or_bad_field_raises():
     with pytest.raises(MimicError, match=r"'pose_scal'.*pose_scale"):
         R.with_overrides(cfg, {"pose_scal": 3.0})
     with pytest.raises(MimicError, match="reward.form"):
-        R.with_overrides(cfg, {"form": 3})
+        R.with_overrides(cfg, {"form": 4})
     with pytest.raises(MimicError, match="reward.pose_weight"):
         R.with_overrides(cfg, {"pose_weight": "heavy"})
     with pytest.raises(MimicError, match="reward.com_scale"):
@@ -308,3 +313,54 @@ def test_overrides_and_dict_round_trip():
     assert set(d) == set(R.RewardConfig.__dataclass_fields__)
     again = R.with_overrides(R.RewardConfig(), d)
     assert R.config_to_dict(again) == d
+
+
+# --- the seed diagnosis's remedies (issue 30) -----------------------------------------------
+def _remedy_by_hand(name, err, vel_err, action, n=28):
+    """Each remedy's formula as the diagnosis wrote it, in plain Python."""
+    x = err / (0.5 * n)
+    return {
+        "remedy_quick_fix": 10 * math.exp(-2 * err / n),
+        "remedy_option1": 10 * math.exp(-5 * err / n),
+        "remedy_option1_linear": 10 * max(0.0, 1 - err / n),
+        "remedy_option2": 10 * math.exp(-2 * err / n) + math.exp(-2 * vel_err / n) + 1.0 - 0.01 * float(np.sum(action**2)),
+        "remedy_option3_linear": 10 * max(0.0, 1 - x),
+        "remedy_option3_square": 10 * max(0.0, 1 - x**2),
+    }[name]
+
+
+REMEDIES = [n for n in R.PRESETS if n.startswith("remedy_")]
+
+
+def test_every_remedy_is_a_preset():
+    assert REMEDIES == ["remedy_quick_fix", "remedy_option1", "remedy_option1_linear", "remedy_option2",
+                        "remedy_option3_linear", "remedy_option3_square"]
+
+
+@pytest.mark.parametrize("name", REMEDIES)
+@pytest.mark.parametrize("err, vel_err", [(7.0, 8.4), (0.0, 0.0), (20.0, 3.0), (145.6, 100.0)])
+def test_remedy_presets_give_the_diagnosis_formulas(score_fn, name, err, vel_err):
+    # err = 7 over 28 coordinates: err/n = 0.25, x = 0.5 (e.g. quick fix 10·e^-0.5 = 6.0653,
+    # option 3 square 10·(1 - 0.25) = 7.5); a = 0.5 everywhere: 0.01·Σa² = 0.07.
+    action = np.full(NQ, 0.5, np.float32)
+    total, _ = score_fn(hand_errors(joint_abs=err, joint_vel_abs=vel_err), action, R.preset(name))
+    assert float(total) == pytest.approx(_remedy_by_hand(name, err, vel_err, action), rel=1e-5, abs=1e-5)
+
+
+def test_remedy_hand_values_spelled_out(score_fn):
+    action = np.full(NQ, 0.5, np.float32)
+    errors = hand_errors(joint_abs=7.0, joint_vel_abs=8.4)
+    by_hand = {"remedy_quick_fix": 6.065307, "remedy_option1": 2.865048, "remedy_option1_linear": 7.5,
+               "remedy_option2": 6.065307 + 0.548812 + 1.0 - 0.07, "remedy_option3_linear": 5.0,
+               "remedy_option3_square": 7.5}
+    for name, value in by_hand.items():
+        assert float(score_fn(errors, action, R.preset(name))[0]) == pytest.approx(value, rel=1e-5), name
+    # Maxima: 10 for the single-term remedies; option 2: 10 + 1 + the alive bonus 1.
+    assert [float(R.max_reward(R.preset(n))) for n in REMEDIES] == pytest.approx([10, 10, 10, 12, 10, 10])
+
+
+def test_joint_velocity_error_is_the_sum_of_absolute_differences():
+    ref = random_kin(9)
+    sim = ref.replace(joint_vel=ref.joint_vel + np.where(np.arange(NQ) < 10, 0.3, -0.2))
+    err = R.compute_errors(f32(sim), f32(ref))
+    assert float(err.joint_vel_abs) == pytest.approx(10 * 0.3 + 18 * 0.2, rel=1e-5)

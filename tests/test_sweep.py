@@ -152,7 +152,7 @@ def test_outputs_and_extract(swept, tmp_path):
         # A grid value out of its field's declared range.
         ("train: cpu_tiny\ngrid: {trpo.max_kl: [0.01, -0.01]}\n",
          "member 1 (trpo.max_kl=-0.01 seed=0): trpo.max_kl must be > 0, got -0.01"),
-        ("train: cpu_tiny\ngrid: {reward.form: [0, 3]}\n", "reward.form must be one of 0, 1, 2, got 3.0"),
+        ("train: cpu_tiny\ngrid: {reward.form: [0, 4]}\n", "reward.form must be one of 0, 1, 2, 3, got 4.0"),
         ("train: cpu_tiny\nmembers: [{reward.pose_scale: -1}]\n", "reward.pose_scale must be >= 0, got -1.0"),
     ],
 )
