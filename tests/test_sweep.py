@@ -232,3 +232,28 @@ def test_sweep_json_of_older_sweeps_still_reads():
     assert old == sweep_lib.Member(1, {"reward.pose_scale": 8.0}, 3)
     new = sweep_lib._member_from_json({"member": 1, "overrides": {"trpo.max_kl": 0.02}, "seed": 3})
     assert new == sweep_lib.Member(1, {"trpo.max_kl": 0.02}, 3)
+
+
+def test_seed_remedies_sweep_members_score_as_their_presets():
+    """Each member of configs/sweep_seed_remedies.yaml gives, on the same raw errors, the
+    reward of the preset its comment names (the paper's zeroed terms score 0 whatever their
+    scales)."""
+    import jax.numpy as jnp
+
+    from mimic_mjx import reward as reward_lib
+
+    sweep = sweep_lib.load_sweep(train_lib.CONFIG_DIR / "sweep_seed_remedies.yaml")
+    names = ["deepmimic_paper", "remedy_quick_fix", "remedy_option1", "remedy_option1_linear", "remedy_option2",
+             "remedy_option3_linear", "remedy_option3_square"]
+    assert len(sweep.members) == len(names)
+    fields = {name: 0.0 for name in reward_lib.Errors.__dataclass_fields__}
+    fields.update(pose_unweighted=0.3, velocity_unweighted=2.0, end_effector=0.01, com_pos=0.02, joint_abs=9.0,
+                  joint_vel_abs=20.0, num_joints=12.0, num_end_effectors=4.0, num_coords=28.0)
+    errors = reward_lib.Errors(**{k: jnp.float32(v) for k, v in fields.items()})
+    action = jnp.full((28,), 0.3)
+    for member, name in zip(sweep.members, names):
+        got = reward_lib.reward_from_errors(errors, action, sweep.member_config(member).reward)[0]
+        want = reward_lib.reward_from_errors(errors, action, reward_lib.preset(name))[0]
+        assert float(got) == pytest.approx(float(want), rel=1e-6), name
+        assert float(reward_lib.max_reward(sweep.member_config(member).reward)) == pytest.approx(
+            float(reward_lib.max_reward(reward_lib.preset(name)))), name
