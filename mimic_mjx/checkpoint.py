@@ -127,12 +127,17 @@ def _mismatch(saved: Any, want: dict[tuple[str, ...], Any]) -> str | None:
     return None
 
 
-def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None) -> tuple[Any, int]:
+def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None,
+            fillable: tuple[tuple[str, ...], ...] = (), report=None) -> tuple[Any, int]:
     """Restore checkpoint `step` (default: the latest) into the structure of `template`.
 
     `template` is a pytree of arrays or `jax.ShapeDtypeStruct`s (e.g. `jax.eval_shape` of
     `train.init`). Returns `(state, step)`. Raises MimicError when there is no checkpoint or
-    it does not fit the template.
+    it is unreadable, and ConfigMismatch when it does not fit the template. Entries the
+    template has and the checkpoint lacks are zeros when their path starts with one of
+    `fillable` (path prefixes): fields added to the code after the checkpoint was written,
+    which the caller then sets (train's resume takes the TRPO and reward leaves from its
+    config); `report` hears of them in one line.
     """
     directory = pathlib.Path(run_dir).resolve() / SUBDIR
     step = latest_step(run_dir) if step is None else step
@@ -143,7 +148,14 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None)
     with _quiet():
         manager = _manager(run_dir, create=False)
         try:
-            problem = _mismatch(manager.item_metadata(step), wanted)
+            metadata = manager.item_metadata(step)
+            have = _named_leaves(metadata) if metadata is not None else {}
+            if not have:  # orbax answers None when the item's metadata file is gone
+                raise MimicError(f"{directory}: cannot restore checkpoint {step}: its metadata is missing")
+            added = [path for path in wanted
+                     if path not in have and any(path[:len(p)] == p for p in fillable)]
+            wanted = {path: leaf for path, leaf in wanted.items() if path not in added}
+            problem = _mismatch(metadata, wanted)
             if problem is not None:
                 raise ConfigMismatch(
                     f"{directory}: checkpoint {step} was written by a different model or config ({problem}); "
@@ -152,11 +164,17 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None)
             restored = _named_leaves(manager.restore(step, args=ocp.args.StandardRestore(_nest(wanted))))
         except MimicError:
             raise
-        except Exception as err:  # noqa: BLE001  orbax and tensorstore raise many kinds on damaged files
+        # What orbax and tensorstore raise on unreadable or truncated files (tensorstore's
+        # OUT_OF_RANGE and DATA_LOSS arrive as ValueError); anything else is not damage.
+        except (ValueError, KeyError, TypeError, OSError, EOFError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise MimicError(f"{directory}: cannot restore checkpoint {step}: {first}") from None
         finally:
             manager.close()
+    if added and report is not None:
+        names = ", ".join("/".join(path) for path in added[:3]) + (", ..." if len(added) > 3 else "")
+        report(f"checkpoint {step} predates {len(added)} field(s) of this code ({names}); they start from "
+               "this config's values")
     # Through host memory: orbax hands back arrays committed to a device, and jit lowers
     # committed inputs with sharding annotations, i.e. a different program from the one a
     # fresh state compiles to (a persistent-cache miss, minutes on CPU).
@@ -191,7 +209,7 @@ def _set_aside(run_dir: pathlib.Path, step: int) -> pathlib.Path:
 
 
 def restore_newest(run_dir: str | pathlib.Path, template: Any, report=print,
-                   set_aside: bool = False) -> tuple[Any, int]:
+                   set_aside: bool = False, fillable: tuple[tuple[str, ...], ...] = ()) -> tuple[Any, int]:
     """Restore the newest checkpoint of `run_dir` that restores, as `restore` does.
 
     Each newer one that does not (its data unreadable, or no commit marker) is reported in
@@ -199,6 +217,7 @@ def restore_newest(run_dir: str | pathlib.Path, template: Any, report=print,
     is used instead; with `set_aside` (resume, not eval) it is moved to `checkpoints_damaged/`.
     A checkpoint written under another config is not damage: that `ConfigMismatch` is raised
     at once. When none restores: a MimicError naming the run directory and the steps tried.
+    `fillable`: as `restore`'s.
     """
     run_dir = pathlib.Path(run_dir)
     steps = all_steps(run_dir)
@@ -209,7 +228,7 @@ def restore_newest(run_dir: str | pathlib.Path, template: Any, report=print,
         try:
             if not (run_dir / SUBDIR / str(step) / COMMIT_MARKER).exists():
                 raise MimicError(f"no {COMMIT_MARKER}: its write never finished")
-            state, step = restore(run_dir, template, step)
+            state, step = restore(run_dir, template, step, fillable=fillable, report=report)
         except ConfigMismatch:
             raise
         except MimicError as err:

@@ -125,7 +125,10 @@ def load(source: str, report=None) -> PolicyBundle:
         config = _load_config(path / CONFIG)
         env, _ = train_lib.build_env(config)
         report = report or (lambda line: print(line, file=sys.stderr))
-        state, step = checkpoint.restore_newest(path, train_lib.abstract_state(env, config), report=report)
+        # Only the weights and the normaliser are used, so fields added since the run was
+        # written do not matter here.
+        state, step = checkpoint.restore_newest(path, train_lib.abstract_state(env, config), report=report,
+                                                fillable=train_lib.UPGRADABLE)
         return PolicyBundle(config, state.policy_params, state.normalizer, int(state.env_steps), str(path), int(step))
     names = ", ".join(shipped()) or "none"
     raise MimicError(f"policy '{source}' not found: not a run directory (config.yaml + checkpoints/), "

@@ -211,6 +211,13 @@ def with_config_leaves(state: TrainState, config: TrainConfig, reward_config: re
     return state.replace(trpo=_strong(config.trpo), env_state=state.env_state.replace(reward_config=rewards))
 
 
+# Parts of a TrainState that a checkpoint written by older code may lack (fields added since):
+# resume sets the TRPO and reward leaves from the config (`with_config_leaves`), and the
+# step's outcome (errors, reward terms, termination reasons) is rewritten by the next env step.
+UPGRADABLE = (("trpo",), ("env_state", "reward_config"), ("env_state", "errors"), ("env_state", "reward_terms"),
+              ("env_state", "termination"))
+
+
 def abstract_state(env: env_lib.ImitationEnv, config: TrainConfig) -> TrainState:
     """Shapes and dtypes of `init`'s state (no compute): the template a checkpoint restores into."""
     reward_config = config.reward
@@ -653,7 +660,8 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     metrics_path = run_dir / "metrics.jsonl"
     env, reward_config = build_env(config)
     if resume:
-        state, step = checkpoint.restore_newest(run_dir, abstract_state(env, config), report=progress, set_aside=True)
+        state, step = checkpoint.restore_newest(run_dir, abstract_state(env, config), report=progress, set_aside=True,
+                                                fillable=UPGRADABLE)
         state = with_config_leaves(state, config, reward_config)
         progress(f"resumed {run_dir} at iteration {step}")
         wall_offset = trim_log(metrics_path, step)

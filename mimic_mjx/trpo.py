@@ -67,8 +67,9 @@ class TrpoConfig:
     # Stabilisers (docs/learning.md, "Late decay"). Leaves, so a sweep varies them in one program.
     # DeepMimic fixes its exploration noise (its code asserts "noise std should not change");
     # MimicKit (actor_std_type FIXED), ProtoMotions and IsaacGymEnvs' AMP humanoid do too.
-    learn_std: float = field(1.0, "1: TRPO trains the policy's log std; 0: it stays at network.init_log_std "
-                             "(DeepMimic's fixed exploration noise)", choices=(0, 1))
+    learn_std: float = field(1.0, "1: TRPO trains the policy's log std; 0: log std is held where it is "
+                             "(network.init_log_std from a fresh start: DeepMimic's fixed exploration noise)",
+                             choices=(0, 1))
     # DeepMimic's NormalizerSamples: 1e6 (then the input scaling is fixed under the policy).
     normalizer_samples: float = field(
         0.0, "stop updating the observation normaliser once it has merged this many samples "

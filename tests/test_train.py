@@ -603,3 +603,35 @@ def test_resume_and_eval_fall_back_from_a_damaged_newest_checkpoint(run, tmp_pat
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["training/iteration"] for r in records] == [1, 2, 3, 4]
     assert (out / "checkpoints_damaged" / "4").is_dir()
+
+
+def test_restore_fills_fields_added_since_only_where_allowed(tmp_path):
+    """A checkpoint written before a field existed restores, the new field zero (its caller
+    sets it), when the field lies under a `fillable` prefix; elsewhere it is a mismatch."""
+    from mimic_mjx import checkpoint
+
+    old = {"params": {"w": jnp.arange(4.0)}, "trpo": {"max_kl": jnp.float32(0.02)}}
+    checkpoint.save(tmp_path, 1, old)
+    new = {"params": {"w": jnp.zeros(4)}, "trpo": {"max_kl": jnp.float32(0), "learn_std": jnp.float32(1)}}
+    lines = []
+    state, _ = checkpoint.restore(tmp_path, new, fillable=(("trpo",),), report=lines.append)
+    np.testing.assert_array_equal(state["params"]["w"], np.arange(4.0))
+    assert float(state["trpo"]["max_kl"]) == pytest.approx(0.02) and float(state["trpo"]["learn_std"]) == 0.0
+    assert lines == ["checkpoint 1 predates 1 field(s) of this code (trpo/learn_std); they start from this "
+                     "config's values"]
+    with pytest.raises(checkpoint.ConfigMismatch, match="no entry 'trpo/learn_std'"):
+        checkpoint.restore(tmp_path, new)
+    grown = {"params": {"w": jnp.zeros(4), "b": jnp.zeros(2)}, "trpo": {"max_kl": jnp.float32(0)}}
+    with pytest.raises(checkpoint.ConfigMismatch, match="no entry 'params/b'"):
+        checkpoint.restore(tmp_path, grown, fillable=(("trpo",),))
+
+
+def test_a_checkpoint_without_its_metadata_is_damage_not_a_mismatch(tmp_path):
+    from mimic_mjx import checkpoint
+
+    checkpoint.save(tmp_path, 1, _tree(2))
+    checkpoint.save(tmp_path, 2, _tree(2))
+    (tmp_path / "checkpoints" / "2" / "default" / "_METADATA").unlink()
+    lines = []
+    _, step = checkpoint.restore_newest(tmp_path, _tree(2), report=lines.append)
+    assert step == 1 and "metadata is missing" in lines[0]
