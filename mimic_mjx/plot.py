@@ -3,9 +3,9 @@
 Reads each run's `metrics.jsonl` (one JSON object per iteration, written by `train.py`) and
 its `eval.jsonl` when there is one (the trainer's periodic evaluations) and draws a grid of
 panels: per-step reward, episode length, evaluation normalised return (from the lines that
-carry `eval/normalized_return`) and each reward term (`reward/<term>`). The
-panels appear twice: against env steps (top block) and against wall-clock minutes (bottom
-block). Several runs overlay, labelled by their directory's name.
+carry `eval/normalized_return`), policy entropy and each reward term (`reward/<term>`). The
+panels appear twice: against env steps or TRPO updates (`--x`, top block) and against
+wall-clock minutes (bottom block). Several runs overlay, labelled by their directory's name.
 
 Host-side only: no JAX, no MuJoCo; matplotlib with the Agg backend.
 """
@@ -27,7 +27,13 @@ FIXED_PANELS = (
     ("training/reward_mean", "reward per step"),
     ("training/episode_length", "episode length (steps)"),
     (EVAL_KEY, "eval normalised return"),
+    # A learned std that keeps shrinking is one of the late decay's suspects (docs/learning.md).
+    ("losses/entropy", "policy entropy (nats)"),
 )
+ITERATION_KEY = "training/iteration"
+# The first block's x axis: env steps, or TRPO updates (runs with different batches per update
+# compare on updates when what they suffer from is per update, e.g. the std's shrinking).
+X_AXES = {"steps": (STEPS_KEY, "env steps"), "updates": (ITERATION_KEY, "TRPO updates (iterations)")}
 NO_EVAL_TEXT = "no evaluation (eval.jsonl)"
 # DeepMimic's terms in the paper's order (Peng et al. 2018, Eq. 4); other terms follow them.
 TERM_ORDER = ("reward/pose", "reward/velocity", "reward/end_effector", "reward/root", "reward/com")
@@ -108,10 +114,13 @@ def grid_shape(panels: int) -> tuple[int, int]:
 
 
 def plot_runs(runs: list[str | pathlib.Path], out: str | pathlib.Path,
-              dpi: int = DEFAULT_DPI) -> tuple[pathlib.Path, tuple[int, int]]:
-    """Draw the curves of `runs` into the PNG `out`; returns (path, (width, height) in pixels)."""
+              dpi: int = DEFAULT_DPI, x: str = "steps") -> tuple[pathlib.Path, tuple[int, int]]:
+    """Draw the curves of `runs` into the PNG `out`; returns (path, (width, height) in pixels).
+    `x`: the first block's axis, one of X_AXES (the second block is always wall time)."""
     if not runs:
         raise MimicError("plot: give at least one run directory")
+    if x not in X_AXES:
+        raise MimicError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
     data = [(run_label(r), read_metrics(r) + read_evaluations(r)) for r in runs]
     out = pathlib.Path(out)
     try:
@@ -129,7 +138,7 @@ def plot_runs(runs: list[str | pathlib.Path], out: str | pathlib.Path,
     fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES[0], rows * PANEL_INCHES[1]),
                              dpi=dpi, squeeze=False, layout="constrained")
     for block, (x_key, x_scale, x_label) in enumerate(
-            ((STEPS_KEY, 1.0, "env steps"), (WALL_KEY, 1 / 60, "wall time (min)"))):
+            ((X_AXES[x][0], 1.0, X_AXES[x][1]), (WALL_KEY, 1 / 60, "wall time (min)"))):
         for i in range(block_rows * cols):
             ax = axes[block * block_rows + i // cols][i % cols]
             if i >= len(panels):
@@ -181,12 +190,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (each with metrics.jsonl)")
     parser.add_argument("--out", default="curves.png", help="PNG to write (default: curves.png)")
     parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, help=f"pixels per inch (default {DEFAULT_DPI})")
+    parser.add_argument("--x", default="steps", choices=tuple(X_AXES),
+                        help="x axis of the first block: env steps or TRPO updates (default: steps)")
 
 
 def run_cli(args) -> int:
     """Run `mimic-mjx plot`; MimicError propagates to the CLI's one-line handler."""
     if args.dpi < 1:
         raise MimicError(f"--dpi must be >= 1, got {args.dpi}")
-    path, (width, height) = plot_runs(args.runs, args.out, args.dpi)
+    path, (width, height) = plot_runs(args.runs, args.out, args.dpi, x=args.x)
     print(f"wrote {path} ({width} x {height} px)")
     return 0

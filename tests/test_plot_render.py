@@ -37,9 +37,9 @@ def test_plot_writes_a_png_of_the_stated_size(tmp_path, capsys):
     b = _write_run(tmp_path / "run_b", with_eval=False)
     out = tmp_path / "curves.png"
     assert cli.main(["plot", str(a), str(b), "--out", str(out)]) == 0
-    # Panels: reward, episode length, eval, pose, velocity (alive is 0 everywhere: left out)
-    # = 5 -> 4 columns, 2 rows per block, 2 blocks (steps, wall time) = 4 x 4 panels of
-    # 4 x 3 in at 100 dpi: 1600 x 1200 px.
+    # Panels: reward, episode length, eval, entropy, pose, velocity (alive is 0 everywhere:
+    # left out) = 6 -> 4 columns, 2 rows per block, 2 blocks (steps, wall time) = 4 x 4 panels
+    # of 4 x 3 in at 100 dpi: 1600 x 1200 px.
     assert plot.reward_terms([plot.read_metrics(a)]) == ["reward/pose", "reward/velocity"]
     with PIL.open(out) as image:
         image.load()
@@ -56,6 +56,16 @@ def test_plot_without_evaluation_still_draws(tmp_path):
     assert size == (800, 600)
     with PIL.open(path) as image:
         assert image.size == size
+
+
+@pytest.mark.timeout(120)
+def test_plot_against_updates(tmp_path, capsys):
+    run = _write_run(tmp_path / "run")
+    out = tmp_path / "u.png"
+    assert cli.main(["plot", str(run), "--x", "updates", "--out", str(out), "--dpi", "50"]) == 0
+    assert f"wrote {out} (800 x 600 px)" in capsys.readouterr().out
+    with pytest.raises(MimicError, match="--x must be one of steps, updates"):
+        plot.plot_runs([run], tmp_path / "v.png", x="seconds")
 
 
 @pytest.mark.timeout(60)
