@@ -156,8 +156,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="training config (YAML or preset name) whose env and reward to "
                    "diagnose (default: the built-in defaults)")
     p.add_argument("--motion", default=None, help="clip name or path (sets env.motion; default: walk)")
-    p.add_argument("--reward", default=None, help="reward preset (sets reward.preset: deepmimic_paper, deepmimic_code, "
-                   "original_port; default: deepmimic_paper, or the --config's reward)")
+    p.add_argument("--reward", default=None, help="reward preset (sets reward.preset; `mimic-mjx config --list` "
+                   "lists them; default: deepmimic_paper, or the --config's reward)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override as in `train --set` (reward.pose_scale=3, "
                    "env.rsi=false); a bare FIELD=VALUE is a reward field; repeatable")
     p.add_argument("--scales", nargs="+", metavar="FIELD=V1,V2", help="re-score the same rollouts over this grid of reward fields")
