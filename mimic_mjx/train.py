@@ -711,7 +711,7 @@ def default_config(backend: str | None = None) -> tuple[str, str]:
     """`(preset, why)` for `mimic-mjx train` without --config, from JAX's default backend."""
     backend = jax.default_backend() if backend is None else backend
     if backend == "cpu":
-        return DEFAULT_CONFIG_CPU, ("JAX's default device is a CPU: native MuJoCo physics, 64 environments; "
+        return DEFAULT_CONFIG_CPU, ("JAX's default device is a CPU: native MuJoCo physics, 256 environments; "
                                     "the GPU preset would run 16 MJX environments and learn nothing in hours")
     return DEFAULT_CONFIG, f"JAX's default device is a {backend.upper()}: MJX physics, 4096 environments"
 
