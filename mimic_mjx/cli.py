@@ -53,25 +53,34 @@ def _clip_line(row: dict) -> str:
     )
 
 
-def _cmd_diagnose(args) -> int:
-    from mimic_mjx import diagnose
+def diagnose_config(args):
+    """`mimic-mjx diagnose`'s training config and reward name from parsed `args`: the same
+    loader, checks and default preset as `train` (without --config, the one `train` would
+    pick), then the flags as overrides; every input is refused here, before the environment
+    is built."""
     from mimic_mjx import reward as reward_lib
     from mimic_mjx import train as train_lib
 
-    # The same loader and checks as `train`: a training config (or the defaults), then the
-    # flags as overrides; every input is refused here, before the environment is built.
-    reward = args.reward if args.reward is not None else (None if args.config else train_lib.DEFAULT_REWARD)
+    reward = args.reward
     if reward is not None:
         reward_lib.preset(reward)  # "unknown reward preset ..." names the flag's value
     overrides = ([f"reward.preset={reward}"] if reward else []) + (
         [f"env.motion={args.motion}"] if args.motion else []) + _diagnose_overrides(args.set or [])
-    config = train_lib.load_train_config(args.config, overrides)
+    config = train_lib.load_train_config(_config_or_default(args, sys.stderr if args.json else sys.stdout), overrides)
+    name = reward or next((n for n in reward_lib.PRESETS if reward_lib.preset(n) == config.reward), None)
+    return config, name or f"{args.config}'s reward"
+
+
+def _cmd_diagnose(args) -> int:
+    from mimic_mjx import diagnose
+    from mimic_mjx import train as train_lib
+
+    config, name = diagnose_config(args)
     diagnose.check_inputs(config.reward, args.envs, args.steps, args.scales)
     train_lib.check_clip(config)
-    name = reward or next((n for n in reward_lib.PRESETS if reward_lib.preset(n) == config.reward), None)
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
     report = diagnose.diagnose(
-        config.env, config.reward, name or f"{args.config}'s reward", num_envs=args.envs, steps=args.steps,
+        config.env, config.reward, name, num_envs=args.envs, steps=args.steps,
         seed=args.seed, scales=args.scales, progress=progress,
     )  # fmt: skip
     if args.json:
@@ -79,6 +88,18 @@ def _cmd_diagnose(args) -> int:
     else:
         print(diagnose.format_report(report))
     return 0
+
+
+def _config_or_default(args, stream, prefix: str = "") -> str:
+    """`--config`, or the preset `mimic-mjx train` picks without one (said on `stream`), so
+    every command that reads a training config starts from the same one."""
+    from mimic_mjx import train as train_lib
+
+    if args.config is not None:
+        return args.config
+    name, why = train_lib.default_config(motion=getattr(args, "motion", None))
+    print(f"{prefix}config: {name} ({why}; choose another with --config)", file=stream, flush=True)
+    return name
 
 
 def _diagnose_overrides(items: list[str]) -> list[str]:
@@ -112,7 +133,8 @@ def _cmd_config(args) -> int:
     if args.sweep:
         print(json.dumps({"sweepable_keys": sweep_lib.sweepable_keys()}, indent=2))
         return 0
-    config = train_lib.load_train_config(args.config, args.set or [])
+    # The choice goes out as a YAML comment, so the output still loads as the config.
+    config = train_lib.load_train_config(_config_or_default(args, sys.stdout, prefix="# "), args.set or [])
     print(yaml.safe_dump(cfglib.to_dict(config), sort_keys=False, default_flow_style=None), end="")
     return 0
 
@@ -154,10 +176,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("diagnose", help="reward and return scale under reference, zero and random policies")
     p.add_argument("--config", default=None, help="training config (YAML or preset name) whose env and reward to "
-                   "diagnose (default: the built-in defaults)")
+                   "diagnose (default: the preset `train` picks, e.g. walk_cpu on a CPU)")
     p.add_argument("--motion", default=None, help="clip name or path (sets env.motion; default: walk)")
     p.add_argument("--reward", default=None, help="reward preset (sets reward.preset; `mimic-mjx config --list` "
-                   "lists them; default: deepmimic_paper, or the --config's reward)")
+                   "lists them; default: the config's reward)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override as in `train --set` (reward.pose_scale=3, "
                    "env.rsi=false); a bare FIELD=VALUE is a reward field; repeatable")
     p.add_argument("--scales", nargs="+", metavar="FIELD=V1,V2", help="re-score the same rollouts over this grid of reward fields")
@@ -168,7 +190,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_diagnose)
 
     p = sub.add_parser("config", help="print a resolved training config, or every config key with its range")
-    p.add_argument("--config", default=None, help="training config (YAML or preset name; default: the built-in defaults)")
+    p.add_argument("--config", default=None, help="training config (YAML or preset name; default: the preset `train` picks, e.g. walk_cpu on a CPU)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, as in `train --set`")
     p.add_argument("--list", action="store_true", help="every key of a training config and a sweep file as markdown: "
                    "type, default, valid range, meaning")
@@ -184,6 +206,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ("sweep", "sweep", "train many reward variants side by side in one program", "add_arguments", "run_cli"),
         ("extract", "sweep", "write one sweep member as a run directory", "add_extract_arguments", "run_extract_cli"),
         ("bench", "bench", "throughput of physics, environment and training", "add_arguments", "run_cli"),
+        ("library", "library", "score every shipped policy beside DeepMimic's Table 2", "add_arguments", "run_cli"),
         ("plot", "plot", "learning curves of run directories as one PNG", "add_arguments", "run_cli"),
         ("render", "render", "video and filmstrip of a policy beside its reference motion", "add_arguments", "run_cli"),
     ):

@@ -39,6 +39,10 @@ TERMINATIONS = {
 }
 
 
+# env.fall_contact's rules; each names the bodies whose floor contact ends an episode.
+FALL_CONTACT = ("non_feet", "non_feet_hands", "deepmimic", "reference")
+
+
 @flax.struct.dataclass
 class EnvConfig:
     """Environment settings. Static fields fix shapes or code paths; others are leaves."""
@@ -48,9 +52,19 @@ class EnvConfig:
                                  choices=("pd", "torque"))
     rsi: bool = cfglib.field(True, "reference state initialisation: start at a uniform random clip time (else 0)", static=True)
     early_termination: bool = cfglib.field(True, "end an episode when a fall is detected", static=True)
+    # DeepMimic sets this per clip in its args files (`--fall_contact_bodies`, ids of
+    # humanoid3d.txt): every body but the feet for most clips, also not the hands for
+    # cartwheel, only root, chest and neck for crawl, and no contact fall at all for roll and
+    # the two getups, whose clips lie on the floor. `reference` is this project's rule for
+    # those three (docs/clips.md): a contact is a fall only where the clip's own body is clear
+    # of the floor, so staying down when the clip gets up still fails.
     fall_contact: str = cfglib.field(
-        "non_feet", "bodies whose floor contact is a fall: non_feet, or deepmimic (root, chest, neck)", static=True,
-        choices=("non_feet", "deepmimic"))
+        "non_feet", "bodies whose floor contact is a fall: non_feet (all but the feet), non_feet_hands (all but the "
+        "feet and hands), deepmimic (root, chest, neck), reference (all but the feet, only where the clip's same "
+        "body is more than env.fall_contact_clearance above the floor)", static=True, choices=FALL_CONTACT)
+    fall_contact_clearance: float = cfglib.field(
+        0.2, "fall_contact=reference: a body's floor contact is a fall only where the clip's body is higher than "
+        "this, m", ge=0)
     episode_seconds: float = cfglib.field(20.0, "time limit (truncation), s; DeepMimic's 20 s episodes", static=True, gt=0)
     min_root_height: float = cfglib.field(0.3, "a fall also when the root is below this height, m")
     max_root_drift: float = cfglib.field(
@@ -102,8 +116,8 @@ class ImitationEnv:
     def __init__(self, config: EnvConfig, clip: motion.Clip | None = None, reward_config=None):
         if config.control not in ("pd", "torque"):
             raise MimicError(f"env.control must be 'pd' or 'torque', got {config.control!r}")
-        if config.fall_contact not in ("non_feet", "deepmimic"):
-            raise MimicError(f"env.fall_contact must be 'non_feet' or 'deepmimic', got {config.fall_contact!r}")
+        if config.fall_contact not in FALL_CONTACT:
+            raise MimicError(f"env.fall_contact must be one of {', '.join(FALL_CONTACT)}, got {config.fall_contact!r}")
         if config.episode_seconds <= 0:
             raise MimicError(f"env.episode_seconds must be > 0, got {config.episode_seconds}")
         if any(k < 1 for k in config.future_frames):
@@ -137,6 +151,8 @@ class ImitationEnv:
             # humanoid3d.txt BodyDefs "EnableFallContact": 1 only for root, chest and neck.
             falls = set(model_lib.body_ids(m, ("root", "chest", "neck")).tolist())
         else:
+            if config.fall_contact == "non_feet_hands":
+                allowed |= set(model_lib.body_ids(m, model_lib.HANDS).tolist())
             falls = set(range(1, m.nbody)) - allowed
         self._fall_geom = np.array([m.geom_bodyid[g] in falls for g in range(m.ngeom)])
         self._lo, self._hi = lo, hi
@@ -366,7 +382,11 @@ class ImitationEnv:
         fall_geom = jnp.asarray(self._fall_geom)
         # A fall from geometry, the same for both physics backends: a fall body's geom at or
         # below the floor plane (z = 0), where MuJoCo would report a contact at distance <= 0.
-        touching = jnp.any(fall_geom & (self.physics.lowest_geom_z(data) <= 0.0))
+        touching = fall_geom & (self.physics.lowest_geom_z(data) <= 0.0)
+        if self.config.fall_contact == "reference":
+            # Geom by geom: the clip's body lies on the floor here too, so touching it is the motion.
+            touching = touching & (self.physics.lowest_geom_z(ref) > self.config.fall_contact_clearance)
+        touching = jnp.any(touching)
         early = self.config.early_termination
         # Without it a policy that walks well but off the reference's (curving) path keeps
         # scoring on every term but the COM's; ending the episode makes the path worth keeping.

@@ -36,6 +36,8 @@ END_EFFECTORS = ("right_ankle", "right_wrist", "left_ankle", "left_wrist")
 # The bodies allowed to touch the floor without it counting as a fall (env.py's default
 # early termination: any other body touching the floor ends the episode).
 FEET = ("right_ankle", "left_ankle")
+# Also allowed to touch the floor where a clip puts its hands down (cartwheel).
+HANDS = ("right_wrist", "left_wrist")
 
 
 @functools.lru_cache(maxsize=None)

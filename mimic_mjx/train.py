@@ -448,7 +448,8 @@ def check_health(metrics: dict, health: Health, motion: str = "walk") -> tuple[H
         found["vanishing_reward"] = (
             f"reward vanishingly small: {fraction:.1e} of its maximum per step, so TRPO has no signal to climb. "
             f"Likely cause: reward scales too large for the errors this policy makes. Fix: run "
-            f"`mimic-mjx diagnose --motion {motion}` and change the reward scales (--set reward.pose_scale=...).")
+            f"`mimic-mjx diagnose --motion {motion}` and change the reward scales (--set reward.pose_scale=...); "
+            "the remedies for a dead imitation reward, side by side: docs/seed_remedies.md.")
     adv_std = metrics.get("training/advantage_std", 1.0)
     if math.isfinite(adv_std) and adv_std < FLAT_ADVANTAGE_STD:
         found["flat_advantages"] = (
@@ -707,12 +708,20 @@ DEFAULT_CONFIG = "walk"
 DEFAULT_CONFIG_CPU = "walk_cpu"
 
 
-def default_config(backend: str | None = None) -> tuple[str, str]:
-    """`(preset, why)` for `mimic-mjx train` without --config, from JAX's default backend."""
+def default_config(backend: str | None = None, motion: str | None = None) -> tuple[str, str]:
+    """`(preset, why)` for a command given no --config (train, diagnose, config): from JAX's
+    default backend and, for `--motion CLIP`, the clip's own preset where one ships
+    (`configs/<clip>_cpu.yaml` on a CPU, `configs/<clip>.yaml` on an accelerator)."""
     backend = jax.default_backend() if backend is None else backend
+    clip = motion if motion and pathlib.Path(motion).name == motion and not pathlib.Path(motion).suffix else None
     if backend == "cpu":
+        if clip and (CONFIG_DIR / f"{clip}_cpu.yaml").exists():
+            return f"{clip}_cpu", (f"JAX's default device is a CPU: {clip}'s CPU preset, walk_cpu's recipe with "
+                                   "DeepMimic's per-clip settings (native MuJoCo physics, 256 environments)")
         return DEFAULT_CONFIG_CPU, ("JAX's default device is a CPU: native MuJoCo physics, 256 environments; "
                                     "the GPU preset would run 16 MJX environments and learn nothing in hours")
+    if clip and (CONFIG_DIR / f"{clip}.yaml").exists():
+        return clip, f"JAX's default device is a {backend.upper()}: {clip}'s preset, MJX physics, 4096 environments"
     return DEFAULT_CONFIG, f"JAX's default device is a {backend.upper()}: MJX physics, 4096 environments"
 
 
@@ -776,8 +785,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --out")
 
 
-def run_cli(args) -> int:
-    """Run `mimic-mjx train` from parsed `args`; MimicError propagates to the CLI's one-line handler."""
+def config_from_args(args) -> tuple[TrainConfig, str]:
+    """`mimic-mjx train`'s resolved config and run directory from parsed `args`, every input
+    checked (MimicError) before an environment is built or a program compiled."""
     overrides = ([f"env.motion={args.motion}"] if args.motion else []) + list(args.overrides)
     path = args.config
     if path is None:
@@ -785,15 +795,20 @@ def run_cli(args) -> int:
         if args.resume and saved is not None and saved.exists():
             path = saved
         else:
-            path, why = default_config()
+            path, why = default_config(motion=args.motion)
             print(f"config: {path} ({why}; choose another with --config)", flush=True)
     if args.resume and args.out is None:
         raise MimicError("--resume needs --out, the run directory to continue")
-    # Every input is checked here, before an environment is built or a program compiled.
     config = resolve_defaults(load_train_config(path, overrides))
     out = args.out or str(pathlib.Path("runs") / pathlib.Path(config.env.motion).stem)
     check_run_dir(out, args.resume)
     check_clip(config)
+    return config, out
+
+
+def run_cli(args) -> int:
+    """Run `mimic-mjx train` from parsed `args`; MimicError propagates to the CLI's one-line handler."""
+    config, out = config_from_args(args)
     compiled.enable_compile_cache()
     train(config, out, resume=args.resume, progress=lambda line: print(line, flush=True))
     return 0

@@ -300,8 +300,64 @@ def test_every_shipped_default_and_preset_is_in_range():
     config.validate(train.TrainConfig())
     for name in reward_lib.PRESETS:
         reward_lib.validate(reward_lib.preset(name))
-    for name in ("walk", "walk_cpu", "cpu_tiny", "run", "jump", "backflip", "spinkick"):
+    for name in ("walk", "walk_cpu", "cpu_tiny", "run", "jump", "backflip", "spinkick", *CLIP_PRESETS):
         train.resolve_defaults(train.load_train_config(name, []), "cpu")
+
+
+# DeepMimic's 15 humanoid3d clips but walk, and what each one's args file changes from walk's
+# (xbpeng/DeepMimic args/train_humanoid3d_<clip>_args.txt, read 2026-12-07): the fall
+# contact bodies (crawl, cartwheel; none for roll and the getups, where this project uses its
+# reference rule) and, with the clip on the floor, no root height rule.
+CLIP_DIFFERENCES = {
+    "run": {}, "jump": {}, "backflip": {}, "spinkick": {}, "dance_a": {}, "dance_b": {}, "kick": {}, "punch": {},
+    "spin": {},
+    "cartwheel": {"fall_contact": "non_feet_hands"},
+    "crawl": {"fall_contact": "deepmimic", "min_root_height": 0.0},
+    "roll": {"fall_contact": "reference", "min_root_height": 0.0},
+    "getup_facedown": {"fall_contact": "reference", "min_root_height": 0.0},
+    "getup_faceup": {"fall_contact": "reference", "min_root_height": 0.0},
+}
+CLIP_PRESETS = tuple(f"{clip}_cpu" for clip in CLIP_DIFFERENCES)
+
+
+@pytest.mark.parametrize("clip", sorted(CLIP_DIFFERENCES))
+def test_each_clip_preset_is_walk_cpu_with_deepmimics_per_clip_differences(clip):
+    _, _, train, _ = _trpo_reward_env_train()
+    walk = config.to_dict(train.load_train_config("walk_cpu", []))
+    preset = config.to_dict(train.load_train_config(f"{clip}_cpu", []))
+    expected = {**walk, "env": {**walk["env"], "motion": clip, **CLIP_DIFFERENCES[clip]}}
+    assert preset == expected
+
+
+def test_a_clip_preset_with_a_bad_field_is_refused_in_one_line():
+    _, _, train, _ = _trpo_reward_env_train()
+    with pytest.raises(MimicError) as err:
+        train.load_train_config("crawl_cpu", ["env.fall_contact=floor"])
+    assert str(err.value) == ("--set: env.fall_contact must be one of non_feet, non_feet_hands, deepmimic, reference, "
+                              "got 'floor'")
+
+
+def test_train_diagnose_and_config_start_from_the_same_preset(monkeypatch, tmp_path, capsys):
+    """Without --config every command that reads a training config takes the preset `train`
+    picks: on a CPU walk_cpu, and with --motion CLIP that clip's CPU preset."""
+    from mimic_mjx import cli
+
+    _, _, train, _ = _trpo_reward_env_train()
+    monkeypatch.chdir(tmp_path)
+    for motion, preset in ((None, "walk_cpu"), ("crawl", "crawl_cpu")):
+        flag = ["--motion", motion] if motion else []
+        trained, _ = train.config_from_args(cli.build_parser("train").parse_args(["train", *flag]))
+        diagnosed, name = cli.diagnose_config(cli.build_parser("diagnose").parse_args(["diagnose", *flag]))
+        expected = train.resolve_defaults(train.load_train_config(preset, []), "cpu")
+        assert trained == expected
+        assert (diagnosed.env, diagnosed.reward) == (expected.env, expected.reward) and name == "deepmimic_paper"
+        assert f"config: {preset} (" in capsys.readouterr().out
+    cli.main(["config"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("# config: walk_cpu (")
+    assert config.load_config(train.TrainConfig, None, []) != train.load_train_config("walk_cpu", [])
+    (tmp_path / "printed.yaml").write_text(printed)
+    assert train.load_train_config(tmp_path / "printed.yaml", []) == train.load_train_config("walk_cpu", [])
 
 
 def test_resolve_defaults_checks_a_config_built_in_code():

@@ -174,6 +174,46 @@ def test_each_termination_reason_is_declared_and_flagged(staged_steps):
     assert float(staged_steps["drift"].reward[0]) == 0.0 and float(staged_steps["drift"].reward[1]) > 0.0
 
 
+def test_a_floor_contact_is_a_fall_only_where_the_clip_is_off_the_floor():
+    """getup_faceup's first pose, pushed 3 cm into the floor, judged against the clip at 0 s
+    (lying on its back: chest and root within 5 cm of the floor) and at 3.5 s (standing, root
+    0.84 m high): under the reference rule only the second is a fall; under non_feet both are."""
+    def rule_env(rule):
+        return env_lib.ImitationEnv(env_lib.EnvConfig(motion="getup_faceup", physics="native", rsi=False,
+                                                      fall_contact=rule, min_root_height=0.0))
+
+    envs = (rule_env("reference"), rule_env("non_feet"))
+    qpos, qvel, _ = motion.sample(envs[0].clip_arrays, jnp.zeros(()))
+    lying = qpos.at[2].add(-0.03)
+
+    def falls(t):
+        out = []
+        for env in envs:
+            data = env.physics.forward_kinematics(env.physics.put(lying, qvel))
+            ref, _ = env.reference(t)
+            out.append(env._termination(data, jnp.array(True), 1, t, ref.qpos, ref)["fall_contact"])
+        return tuple(out)
+
+    reference, non_feet = jax.jit(jax.vmap(falls))(jnp.array([0.0, 3.5]))
+    assert np.asarray(reference).tolist() == [False, True]
+    assert np.asarray(non_feet).tolist() == [True, True]
+
+
+def test_each_fall_rule_names_the_bodies_of_deepmimics_args(mj_model):
+    """The fall geoms of each rule against the body names of the MJCF: DeepMimic's
+    --fall_contact_bodies lists (walk: all but the ankles; cartwheel: also not the wrists;
+    crawl: root, chest, neck)."""
+    def fall_bodies(rule):
+        env = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk", physics="native", fall_contact=rule))
+        return {mj_model.body(int(b)).name for b in mj_model.geom_bodyid[env._fall_geom]}
+
+    every = {mj_model.body(b).name for b in range(1, mj_model.nbody)}
+    assert fall_bodies("non_feet") == every - {"right_ankle", "left_ankle"}
+    assert fall_bodies("reference") == every - {"right_ankle", "left_ankle"}
+    assert fall_bodies("non_feet_hands") == every - {"right_ankle", "left_ankle", "right_wrist", "left_wrist"}
+    assert fall_bodies("deepmimic") == {"root", "chest", "neck"}
+
+
 def test_evaluation_measures_drift_instead_of_ending_on_it():
     from mimic_mjx import evaluate, train
 
