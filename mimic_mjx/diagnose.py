@@ -223,7 +223,8 @@ def _culprit(policies, cfg) -> str:
     return (
         f"Likely cause: term '{t}' has error {err:.3g} under the random policy and scale {k:g}, "
         f"so f({k * err:.3g}) ≈ 0. Fix: --set reward.{t}_scale={_scale_for(err, cfg['form']):.3g} "
-        f"(puts the random policy's {t} term near {TARGET_TERM}), or use the deepmimic_paper preset."
+        f"(puts the random policy's {t} term near {TARGET_TERM}), or use the deepmimic_paper preset. "
+        "The remedies for a dead imitation reward, side by side: docs/seed_remedies.md."
     )
 
 
