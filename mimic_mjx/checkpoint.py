@@ -143,7 +143,10 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None,
     step = latest_step(run_dir) if step is None else step
     if step is None:
         raise MimicError(f"{directory}: no checkpoint to restore")
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), template)
+    # Restored onto one device whatever layout wrote it: a run saved split over 2 devices
+    # resumes on 1 or 4, and the trainer places the state on its own mesh afterwards.
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=one), template)
     wanted = _non_empty(abstract)
     with _quiet():
         manager = _manager(run_dir, create=False)

@@ -28,17 +28,19 @@ def enable_compile_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def compile_fresh(fn: Callable, *args) -> Callable:
+def compile_fresh(fn: Callable, *args, out_shardings=None) -> Callable:
     """`jax.jit(fn)` compiled ahead of time for `args`, lowered from empty tracing caches.
 
     JAX reuses traces of inner jitted functions (jnp.where, take, ...) across programs, which
     renumbers the private functions of the next lowered module: the same program then misses
     the persistent compile cache (minutes of CPU compile) because of what the process traced
     before. Clearing the caches first makes the lowered text, and so the cache key, a
-    function of `fn` and `args` alone.
+    function of `fn` and `args` alone. `out_shardings` pins where the outputs live (a
+    multi-device run); the inputs' shardings come from `args`.
     """
     jax.clear_caches()
-    return jax.jit(fn).lower(*args).compile()
+    jitted = jax.jit(fn) if out_shardings is None else jax.jit(fn, out_shardings=out_shardings)
+    return jitted.lower(*args).compile()
 
 
 def peak_device_bytes() -> int | None:

@@ -44,6 +44,7 @@ from mimic_mjx import checkpoint
 from mimic_mjx import compiled
 from mimic_mjx import config as cfglib
 from mimic_mjx import evaluate as eval_lib
+from mimic_mjx import parallel
 from mimic_mjx import reward as reward_lib
 from mimic_mjx import train as train_lib
 from mimic_mjx.errors import MimicError
@@ -192,9 +193,17 @@ def init_members(env, sweep: Sweep) -> train_lib.TrainState:
     return jax.jit(jax.vmap(one))(keys, rewards, hypers)
 
 
-def make_programs(env, eval_env, sweep: Sweep):
-    """(iteration, evaluation): the trainer's iteration and the yardstick, vmapped over members."""
-    iteration = jax.jit(jax.vmap(train_lib.make_iteration(env, sweep.base)))
+def make_programs(env, eval_env, sweep: Sweep, mesh=None, placement=None):
+    """(iteration, evaluation): the trainer's iteration and the yardstick, vmapped over members.
+
+    With a `mesh` of several devices each member's environments are split over it (the
+    members axis stays whole on every device) and `placement` pins the state's layout.
+    """
+    if mesh is None or mesh.size == 1:
+        iteration = jax.jit(jax.vmap(train_lib.make_iteration(env, sweep.base)))
+    else:
+        iteration = jax.jit(jax.vmap(train_lib.make_iteration(env, sweep.base, mesh)),
+                            out_shardings=(placement, parallel.replicated(mesh)))
     score = eval_lib.make_evaluation(eval_env, sweep.base, sweep.eval_episodes)
     evaluation = jax.jit(jax.vmap(score, in_axes=(0, 0, 0, None)))
     return iteration, evaluation
@@ -246,7 +255,13 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     (out / "sweep.json").write_text(json.dumps(
         {"members": [{"member": m.index, "overrides": m.overrides, "seed": m.seed} for m in sweep.members],
          "eval_every": sweep.eval_every, "eval_episodes": sweep.eval_episodes}, indent=2))  # fmt: skip
-    iteration, evaluation = make_programs(env, eval_env, sweep)
+    mesh = parallel.make_mesh(sweep.base.devices, sweep.base.num_envs)
+    placement = None
+    if mesh.size > 1:
+        placement = train_lib.state_shardings(state, mesh, members=True)
+        state = jax.device_put(state, placement)
+        progress(f"each member's {sweep.base.num_envs} environments split over {mesh.size} devices")
+    iteration, evaluation = make_programs(env, eval_env, sweep, mesh, placement)
     progress("compiling the vmapped training iteration (first call) ...")
 
     def evaluate(state, common):
@@ -406,6 +421,7 @@ def run_cli(args) -> int:
     out = args.out or str(pathlib.Path("runs") / f"sweep_{pathlib.Path(args.config).stem}")
     train_lib.check_run_dir(out, resume=args.resume, what="sweep")
     train_lib.check_clip(sweep.base)
+    parallel.make_mesh(sweep.base.devices, sweep.base.num_envs)  # a layout this machine cannot run: one line now
     compiled.enable_compile_cache()
     run(sweep, out, progress=lambda line: print(line, flush=True), resume=args.resume)
     return 0

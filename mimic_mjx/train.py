@@ -36,6 +36,7 @@ from mimic_mjx import compiled
 from mimic_mjx import config as cfglib
 from mimic_mjx import env as env_lib
 from mimic_mjx import networks as nets
+from mimic_mjx import parallel
 from mimic_mjx import reward as reward_lib
 from mimic_mjx import trpo as trpo_lib
 from mimic_mjx.errors import MimicError
@@ -96,6 +97,9 @@ class TrainConfig:
     decay_alarm_evals: int = cfglib.field(
         3, "periodic evaluations in a row below the best by decay_alarm_margin that raise the decay alarm",
         static=True, ge=1)
+    devices: int = cfglib.field(
+        0, "devices the environment batch is split over (num_envs must divide evenly); 0: every device JAX "
+        "sees (one CPU unless XLA_FLAGS forces more)", static=True, ge=0)
     time_limit_minutes: float | None = cfglib.field(
         None, "stop (with a checkpoint) once this much wall clock has passed since the command started, "
         "compile included; null: no limit. --resume continues a stopped run", static=True, gt=0)
@@ -218,6 +222,15 @@ UPGRADABLE = (("trpo",), ("env_state", "reward_config"), ("env_state", "errors")
               ("env_state", "termination"))
 
 
+def state_shardings(state: TrainState, mesh, members: bool = False) -> TrainState:
+    """Where each leaf of a TrainState lives on `mesh`: the environments and their running
+    returns split on the batch axis, networks, normaliser and TRPO leaves replicated."""
+    def batched(path) -> bool:
+        return getattr(path[0], "name", None) in ("env_state", "episode_return")
+
+    return parallel.shardings(state, mesh, batched, members)
+
+
 def abstract_state(env: env_lib.ImitationEnv, config: TrainConfig) -> TrainState:
     """Shapes and dtypes of `init`'s state (no compute): the template a checkpoint restores into."""
     reward_config = config.reward
@@ -228,18 +241,20 @@ def abstract_state(env: env_lib.ImitationEnv, config: TrainConfig) -> TrainState
 
 
 def rollout(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, state: TrainState, key: jax.Array,
-            horizon: int) -> tuple[TrainState, Trajectory]:
+            horizon: int, mesh=None) -> tuple[TrainState, Trajectory]:
     """`horizon` steps of the batch under the stochastic policy; returns the advanced state.
 
     Actions are `mean + std * noise` from the policy on normalised observations (the
-    normaliser is frozen for the rollout). Finished episodes reset inside `env.step_batch`.
+    normaliser is frozen for the rollout). Finished episodes reset inside `env.step_batch`,
+    which runs on each device's shard of the batch under a `mesh` (parallel.py).
     """
+    step_envs = parallel.env_step(lambda s, a: env_lib.step_batch(env, s, a), mesh)
 
     def step(carry, step_key):
         env_state, ep_return = carry
         mean, log_std = policy.apply(state.policy_params, nets.normalize(state.normalizer, env_state.obs))
         action = mean + jnp.exp(log_std) * jax.random.normal(step_key, mean.shape)
-        nxt = env_lib.step_batch(env, env_state, action)
+        nxt = step_envs(env_state, action)
         done = nxt.terminated | nxt.truncated
         ep_return = ep_return + nxt.reward
         out = Trajectory(
@@ -359,8 +374,11 @@ def rollout_metrics(traj: Trajectory, advantages: jax.Array, max_reward: jax.Arr
     return metrics
 
 
-def make_iteration(env: env_lib.ImitationEnv, config: TrainConfig) -> Callable[[TrainState], tuple[TrainState, dict]]:
+def make_iteration(env: env_lib.ImitationEnv, config: TrainConfig,
+                   mesh=None) -> Callable[[TrainState], tuple[TrainState, dict]]:
     """The training iteration `TrainState -> (TrainState, metrics)`: pure, to be jitted.
+    With a `mesh` (parallel.make_mesh) the environment step runs on each device's shard and
+    the state should be placed with `state_shardings`; the rest is partitioned by XLA.
 
     Metrics, a flat dict of float32 scalars (per iteration, over its `horizon x num_envs` steps):
       training/reward_mean|min|max     per-step reward under the run's reward
@@ -385,7 +403,7 @@ def make_iteration(env: env_lib.ImitationEnv, config: TrainConfig) -> Callable[[
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         rng, k_rollout, k_value = jax.random.split(state.rng, 3)
         nonfinite_before = jnp.sum(state.env_state.nonfinite_count)
-        state, traj = rollout(env, policy, state, k_rollout, horizon)
+        state, traj = rollout(env, policy, state, k_rollout, horizon, mesh)
         adv, returns, values = compute_advantages(value, state.value_params, state.normalizer, traj, state.trpo)
         one_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
         metrics = rollout_metrics(traj, adv, reward_lib.max_reward(one_config))
@@ -687,9 +705,19 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     if int(state.iteration) >= config.iterations:
         progress(f"nothing to do: {run_dir} has reached iterations = {config.iterations}")
         return TrainResult(state=state, history=[], run_dir=run_dir)
+    mesh = parallel.make_mesh(config.devices, config.num_envs)
+    out_shardings = None
+    if mesh.size > 1:  # one device: the unplaced program, as before meshes
+        placement = state_shardings(state, mesh)
+        state = jax.device_put(state, placement)
+        # Pinned, so leaves made inside the iteration (resets) keep their layout.
+        out_shardings = (placement, parallel.replicated(mesh))
+        progress(f"{config.num_envs} environments split over {mesh.size} devices "
+                 f"({config.num_envs // mesh.size} each): {', '.join(str(d) for d in mesh.devices)}")
     progress("compiling the training iteration (first call) ...")
     start = time.perf_counter()
-    step_fn = compiled.compile_fresh(make_iteration(env, config), state)
+    step_fn = compiled.compile_fresh(make_iteration(env, config, mesh if mesh.size > 1 else None), state,
+                                     out_shardings=out_shardings)
     progress(f"compiled in {time.perf_counter() - start:.1f} s")
 
     evaluate = _periodic_evaluation(config, run_dir, progress) if config.eval_every > 0 else None
@@ -800,6 +828,7 @@ def config_from_args(args) -> tuple[TrainConfig, str]:
     if args.resume and args.out is None:
         raise MimicError("--resume needs --out, the run directory to continue")
     config = resolve_defaults(load_train_config(path, overrides))
+    parallel.make_mesh(config.devices, config.num_envs)  # a layout this machine cannot run: one line now
     out = args.out or str(pathlib.Path("runs") / pathlib.Path(config.env.motion).stem)
     check_run_dir(out, args.resume)
     check_clip(config)

@@ -186,7 +186,10 @@ def result(name, batch, steps_per_s, compile_s, run_s, timed_steps, **extra) -> 
     row = {"name": name, "batch": batch, "unit": unit(name),
            "steps_per_s": None if steps_per_s is None else round(steps_per_s, 1),
            "compile_s": None if compile_s is None else round(compile_s, 2),
-           "peak_mem_bytes": None, "run_s": None if run_s is None else round(run_s, 3), "timed_steps": timed_steps}
+           "peak_mem_bytes": None, "run_s": None if run_s is None else round(run_s, 3), "timed_steps": timed_steps,
+           # Rows run on one device unless they say otherwise (the train row splits its batch
+           # over the config's devices, as the trainer does).
+           "devices": 1, "layout": f"{batch} envs on one device"}
     row.update(extra)
     return row
 

@@ -1,0 +1,125 @@
+"""One run over several devices (parallel.py), on forced CPU devices.
+
+XLA's device count is fixed when JAX starts, so each case runs in a subprocess with
+`XLA_FLAGS=--xla_force_host_platform_device_count=2`. The expected values are the same run
+on one device: splitting the batch changes only the order of XLA's sums, so metrics agree
+to float32 rounding of those sums, not bit for bit.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import pytest
+
+import mimic_mjx
+
+from mimic_mjx import parallel
+from mimic_mjx.errors import MimicError
+
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
+
+# Tolerances, measured on the 2-core AMD EPYC (2026-12-07). The policy's matmuls at 8 rows per
+# device round differently from 16 rows on one (~1e-7), and the humanoid's contacts amplify that
+# within one rollout (observations 0.03 apart after a step in one environment), so the first
+# iteration's metrics agree to 6e-3 (advantage std, value loss) and 1e-4 for the sweep. The
+# TRPO update then starts from slightly different advantages, and later iterations part further
+# (1-3% at iteration 2, 20% at 3): past the first update a 2-device run is another run of the
+# same distribution, not the same run, so only iteration 1 is compared across layouts.
+RTOL = 2e-2
+ATOL = 1e-5
+# Resuming on another device count continues the same state: the iteration run on 1 device
+# from the 2-device checkpoint agrees with the one run on 2 to the rollout's rounding (9e-6).
+RTOL_RESUME = 1e-4
+KEYS = ("training/reward_mean", "training/advantage_std", "losses/kl", "losses/entropy", "losses/value_loss",
+        "training/episode_length", "losses/surrogate_after")
+
+SCRIPT = textwrap.dedent(r"""
+    import json, pathlib, sys
+    import jax
+    from mimic_mjx import config as cfglib, train
+    physics, out, cache = sys.argv[1], sys.argv[2], sys.argv[3]
+    # The tests' compile cache: the resumed halves compile the programs the full runs compiled.
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    TINY = ["num_envs=16", "horizon=16", "network.policy_hidden=[32,32]", "network.value_hidden=[32,32]",
+            "trpo.value_minibatches=4", "trpo.fvp_subsample=1", "checkpoint_every=2", f"env.physics={physics}",
+            "env.physics_threads=1"]
+    def run(name, devices, iterations, resume=False):
+        config = cfglib.load_config(train.TrainConfig, None, TINY + [f"devices={devices}", f"iterations={iterations}"])
+        result = train.train(config, f"{out}/{name}", resume=resume, progress=lambda line: None)
+        placed[name] = len(result.state.env_state.obs.devices())
+        return [{k: h[k] for k in h if isinstance(h[k], float)} for h in result.history]
+    placed = {}
+    runs = {"one": run("one", 1, 3), "two": run("two", 2, 3)}
+    if physics == "mjx":  # MJX compiles for minutes on a CPU: the layouts once, the resume and sweep with native
+        print(json.dumps({**runs, "devices": placed}))
+        sys.exit(0)
+    runs["two_then_one"] = run("switch", 2, 2) + run("switch", 1, 3, resume=True)
+    # A 4-member sweep (2 reward scales x 2 seeds) of the same tiny run, on 1 and on 2 devices.
+    from mimic_mjx import sweep as sweep_lib
+    (pathlib.Path(out) / "base.yaml").write_text(
+        f"num_envs: 16\nhorizon: 16\ncheckpoint_every: 2\nenv: {{physics: {physics}, physics_threads: 1, episode_seconds: 0.5}}\n"
+        "network: {policy_hidden: [32, 32], value_hidden: [32, 32]}\ntrpo: {value_minibatches: 4, fvp_subsample: 1}\n")
+    for devices in (1, 2):
+        (pathlib.Path(out) / f"sweep{devices}.yaml").write_text(
+            f"train: {out}/base.yaml\nset: [devices={devices}]\ngrid: {{reward.pose_scale: [2.0, 8.0]}}\n"
+            "seeds: [0, 1]\niterations: 2\neval_every: 2\n")
+        result = sweep_lib.run(sweep_lib.load_sweep(f"{out}/sweep{devices}.yaml"), f"{out}/s{devices}",
+                               progress=lambda line: None)
+        runs[f"sweep{devices}"] = [json.loads(line) for line in open(f"{out}/s{devices}/metrics.jsonl")]
+        placed[f"sweep{devices}"] = len(result["state"].env_state.obs.devices())
+    print(json.dumps({**runs, "devices": placed}))
+""")
+
+
+def _forced(args, devices=2, timeout=1700):
+    # A user's XLA_FLAGS replace mimic_mjx's CPU flags (mimic_mjx/__init__.py), so add them back.
+    flags = f"{mimic_mjx.CPU_XLA_FLAGS} --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, XLA_FLAGS=flags.strip())
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _close(a: dict, b: dict, rtol: float = RTOL) -> list[str]:
+    """The KEYS on which `a` and `b` differ by more than the tolerance (empty: they agree)."""
+    return [f"{k}: {a[k]} vs {b[k]}" for k in KEYS if abs(a[k] - b[k]) > ATOL + rtol * abs(b[k])]
+
+
+@pytest.mark.parametrize("physics", ["native", "mjx"])
+def test_two_devices_train_as_one_and_resume_on_one(tmp_path, physics):
+    out = _forced(["-c", SCRIPT, physics, str(tmp_path), jax.config.jax_compilation_cache_dir or str(tmp_path / "cache")])
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(runs["one"]) == len(runs["two"]) == 3
+    assert not _close(runs["two"][0], runs["one"][0]), _close(runs["two"][0], runs["one"][0])
+    assert all(math.isfinite(v) for run in (runs["one"], runs["two"]) for row in run for v in row.values())
+    if physics == "mjx":
+        assert runs["devices"] == {"one": 1, "two": 2}
+        return
+    # Checkpointed at iteration 2 on 2 devices, resumed and finished on 1: the first two
+    # iterations are the 2-device run's own, the third agrees with its third.
+    switch = runs["two_then_one"]
+    assert [{k: r[k] for k in KEYS} for r in switch[:2]] == [{k: r[k] for k in KEYS} for r in runs["two"][:2]]
+    assert not _close(switch[2], runs["two"][2], RTOL_RESUME), _close(switch[2], runs["two"][2], RTOL_RESUME)
+    # The sweep's members, one metrics line each per iteration, on 2 devices as on 1.
+    assert len(runs["sweep2"]) == len(runs["sweep1"]) == 8
+    for a, b in zip(runs["sweep2"], runs["sweep1"]):
+        assert (a["member"], a["training/iteration"]) == (b["member"], b["training/iteration"])
+        if a["training/iteration"] == 1:
+            assert not _close(a, b), _close(a, b)
+    # The environments really were split: the last state of each run lives on this many devices.
+    assert runs["devices"] == {"one": 1, "two": 2, "switch": 1, "sweep1": 1, "sweep2": 2}
+
+
+def test_a_layout_this_machine_cannot_run_is_one_line():
+    with pytest.raises(MimicError, match=r"^devices = 3, but JAX sees 1 CPU device\(s\) here$"):
+        parallel.make_mesh(3, 16)
+    out = _forced(["-m", "mimic_mjx", "train", "--config", "cpu_tiny", "--set", "devices=2", "--set", "num_envs=15",
+                   "--out", "unused"], timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: num_envs = 15 does not split evenly over 2 devices (devices = 2); choose a multiple of 2"]
