@@ -97,9 +97,7 @@ def _config_or_default(args, stream, prefix: str = "") -> str:
 
     if args.config is not None:
         return args.config
-    name, why = train_lib.default_config(motion=getattr(args, "motion", None))
-    print(f"{prefix}config: {name} ({why}; choose another with --config)", file=stream, flush=True)
-    return name
+    return train_lib.announce_default(getattr(args, "motion", None), stream, prefix)
 
 
 def _diagnose_overrides(items: list[str]) -> list[str]:

@@ -13,6 +13,8 @@ from typing import Callable
 
 import jax
 
+from mimic_mjx import parallel
+
 
 def enable_compile_cache() -> None:
     """Keep compiled programs on disk between commands (CPU compiles take minutes).
@@ -39,8 +41,7 @@ def compile_fresh(fn: Callable, *args, out_shardings=None) -> Callable:
     multi-device run); the inputs' shardings come from `args`.
     """
     jax.clear_caches()
-    jitted = jax.jit(fn) if out_shardings is None else jax.jit(fn, out_shardings=out_shardings)
-    return jitted.lower(*args).compile()
+    return parallel.jit(fn, out_shardings).lower(*args).compile()
 
 
 def peak_device_bytes() -> int | None:

@@ -79,8 +79,6 @@ def run_cli(args) -> int:
     unknown = [n for n in names if n not in shipped]
     if unknown:
         raise MimicError(f"not a shipped policy: {', '.join(unknown)} (shipped: {', '.join(shipped) or 'none'})")
-    if args.episodes < 1:
-        raise MimicError(f"--episodes must be >= 1, got {args.episodes}")
     compiled.enable_compile_cache()
     rows = score(names, args.episodes, args.seed, progress=lambda line: print(line, flush=True))
     table = markdown(rows)

@@ -46,7 +46,7 @@ def make_mesh(devices: int, num_envs: int) -> Mesh:
 def env_step(step_batch: Callable, mesh: Mesh | None) -> Callable:
     """`step_batch(state, actions)` run on each device's shard of the batch (leading axis).
 
-    One device (or no mesh): `step_batch` itself, the same program as before meshes.
+    No mesh (one device): `step_batch` itself, the same program as before meshes.
     """
     if mesh is None or mesh.size == 1:
         return step_batch
@@ -69,3 +69,9 @@ def shardings(tree: Any, mesh: Mesh, batched: Callable[[tuple], bool], members: 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def jit(fn: Callable, out_shardings: Any = None) -> Callable:
+    """`jax.jit(fn)`, with its outputs pinned to `out_shardings` when given (a layout over
+    several devices: leaves made inside the program, like resets, keep their place)."""
+    return jax.jit(fn) if out_shardings is None else jax.jit(fn, out_shardings=out_shardings)

@@ -193,17 +193,13 @@ def init_members(env, sweep: Sweep) -> train_lib.TrainState:
     return jax.jit(jax.vmap(one))(keys, rewards, hypers)
 
 
-def make_programs(env, eval_env, sweep: Sweep, mesh=None, placement=None):
+def make_programs(env, eval_env, sweep: Sweep, mesh=None, out_shardings=None):
     """(iteration, evaluation): the trainer's iteration and the yardstick, vmapped over members.
 
-    With a `mesh` of several devices each member's environments are split over it (the
-    members axis stays whole on every device) and `placement` pins the state's layout.
+    With a `mesh` (`train.place`) each member's environments are split over its devices (the
+    members axis stays whole on every device), the outputs pinned to `out_shardings`.
     """
-    if mesh is None or mesh.size == 1:
-        iteration = jax.jit(jax.vmap(train_lib.make_iteration(env, sweep.base)))
-    else:
-        iteration = jax.jit(jax.vmap(train_lib.make_iteration(env, sweep.base, mesh)),
-                            out_shardings=(placement, parallel.replicated(mesh)))
+    iteration = parallel.jit(jax.vmap(train_lib.make_iteration(env, sweep.base, mesh)), out_shardings)
     score = eval_lib.make_evaluation(eval_env, sweep.base, sweep.eval_episodes)
     evaluation = jax.jit(jax.vmap(score, in_axes=(0, 0, 0, None)))
     return iteration, evaluation
@@ -255,13 +251,10 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     (out / "sweep.json").write_text(json.dumps(
         {"members": [{"member": m.index, "overrides": m.overrides, "seed": m.seed} for m in sweep.members],
          "eval_every": sweep.eval_every, "eval_episodes": sweep.eval_episodes}, indent=2))  # fmt: skip
-    mesh = parallel.make_mesh(sweep.base.devices, sweep.base.num_envs)
-    placement = None
-    if mesh.size > 1:
-        placement = train_lib.state_shardings(state, mesh, members=True)
-        state = jax.device_put(state, placement)
+    state, mesh, out_shardings = train_lib.place(state, sweep.base, members=True)
+    if mesh is not None:
         progress(f"each member's {sweep.base.num_envs} environments split over {mesh.size} devices")
-    iteration, evaluation = make_programs(env, eval_env, sweep, mesh, placement)
+    iteration, evaluation = make_programs(env, eval_env, sweep, mesh, out_shardings)
     progress("compiling the vmapped training iteration (first call) ...")
 
     def evaluate(state, common):

@@ -231,6 +231,17 @@ def state_shardings(state: TrainState, mesh, members: bool = False) -> TrainStat
     return parallel.shardings(state, mesh, batched, members)
 
 
+def place(state: TrainState, config: TrainConfig, members: bool = False):
+    """`(state, mesh, out_shardings)`: `state` placed on `config.devices` (parallel.py), the
+    mesh for `make_iteration` and the shardings to pin its outputs to. On one device the
+    state is returned as it is with `(None, None)`: the program is the one before meshes."""
+    mesh = parallel.make_mesh(config.devices, config.num_envs)
+    if mesh.size == 1:
+        return state, None, None
+    placement = state_shardings(state, mesh, members)
+    return jax.device_put(state, placement), mesh, (placement, parallel.replicated(mesh))
+
+
 def abstract_state(env: env_lib.ImitationEnv, config: TrainConfig) -> TrainState:
     """Shapes and dtypes of `init`'s state (no compute): the template a checkpoint restores into."""
     reward_config = config.reward
@@ -705,19 +716,13 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     if int(state.iteration) >= config.iterations:
         progress(f"nothing to do: {run_dir} has reached iterations = {config.iterations}")
         return TrainResult(state=state, history=[], run_dir=run_dir)
-    mesh = parallel.make_mesh(config.devices, config.num_envs)
-    out_shardings = None
-    if mesh.size > 1:  # one device: the unplaced program, as before meshes
-        placement = state_shardings(state, mesh)
-        state = jax.device_put(state, placement)
-        # Pinned, so leaves made inside the iteration (resets) keep their layout.
-        out_shardings = (placement, parallel.replicated(mesh))
+    state, mesh, out_shardings = place(state, config)
+    if mesh is not None:
         progress(f"{config.num_envs} environments split over {mesh.size} devices "
                  f"({config.num_envs // mesh.size} each): {', '.join(str(d) for d in mesh.devices)}")
     progress("compiling the training iteration (first call) ...")
     start = time.perf_counter()
-    step_fn = compiled.compile_fresh(make_iteration(env, config, mesh if mesh.size > 1 else None), state,
-                                     out_shardings=out_shardings)
+    step_fn = compiled.compile_fresh(make_iteration(env, config, mesh), state, out_shardings=out_shardings)
     progress(f"compiled in {time.perf_counter() - start:.1f} s")
 
     evaluate = _periodic_evaluation(config, run_dir, progress) if config.eval_every > 0 else None
@@ -751,6 +756,14 @@ def default_config(backend: str | None = None, motion: str | None = None) -> tup
     if clip and (CONFIG_DIR / f"{clip}.yaml").exists():
         return clip, f"JAX's default device is a {backend.upper()}: {clip}'s preset, MJX physics, 4096 environments"
     return DEFAULT_CONFIG, f"JAX's default device is a {backend.upper()}: MJX physics, 4096 environments"
+
+
+def announce_default(motion: str | None = None, stream=None, prefix: str = "") -> str:
+    """`default_config`'s preset, said in one line on `stream` (stdout by default) so a user
+    sees which config a command without --config runs; every such command calls this."""
+    name, why = default_config(motion=motion)
+    print(f"{prefix}config: {name} ({why}; choose another with --config)", file=stream, flush=True)
+    return name
 
 
 def find_config(name_or_path: str) -> pathlib.Path:
@@ -823,8 +836,7 @@ def config_from_args(args) -> tuple[TrainConfig, str]:
         if args.resume and saved is not None and saved.exists():
             path = saved
         else:
-            path, why = default_config(motion=args.motion)
-            print(f"config: {path} ({why}; choose another with --config)", flush=True)
+            path = announce_default(args.motion)
     if args.resume and args.out is None:
         raise MimicError("--resume needs --out, the run directory to continue")
     config = resolve_defaults(load_train_config(path, overrides))

@@ -145,17 +145,12 @@ def run_policy(bench: Bench, batch: int) -> dict:
 def run_train(bench: Bench, batch: int) -> dict:
     from mimic_mjx import train
 
-    from mimic_mjx import parallel
-
     config = bench.config_for(batch)
     # The trainer's own layout: the batch split over config.devices (0: every device JAX sees).
-    mesh = parallel.make_mesh(config.devices, batch)
-    carry = bench.setup(batch)
-    if mesh.size > 1:
-        carry = jax.device_put(carry, train.state_shardings(carry, mesh))
-    row = bench.time_row("train", batch, train.make_iteration(bench.env, config, mesh if mesh.size > 1 else None),
-                         carry, config.horizon)
-    row.update(devices=mesh.size, layout=f"{batch // mesh.size} envs on each of {mesh.size} device(s)")
+    carry, mesh, _ = train.place(bench.setup(batch), config)
+    row = bench.time_row("train", batch, train.make_iteration(bench.env, config, mesh), carry, config.horizon)
+    count = 1 if mesh is None else mesh.size
+    row.update(devices=count, layout=f"{batch // count} envs on each of {count} device(s)")
     row["notes"] = f"train.make_iteration: rollout({config.horizon}) + GAE + TRPO + value fit"
     return row
 
