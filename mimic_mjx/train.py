@@ -513,7 +513,7 @@ def check_decay(scores: list[float], margin: float, evals: int) -> str | None:
             "an observation normaliser that keeps moving, full max_kl steps on a noisy gradient once the true one is "
             "small, the policy trading tracking for survival (episodes lengthening while reward/pose falls). "
             "Fix: more samples per update (num_envs), --set trpo.learn_std=0, trpo.normalizer_samples=1e6, "
-            "a max_kl schedule (trpo.max_kl_final_fraction, trpo.max_kl_decay_steps).")
+            "a max_kl schedule (trpo.max_kl_decay_start, trpo.max_kl_decay_steps, trpo.max_kl_final_fraction).")
 
 
 # ------------------------------------------------------------------------ host loop

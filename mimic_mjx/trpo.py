@@ -78,6 +78,9 @@ class TrpoConfig:
         1.0, "max_kl falls linearly to max_kl * this over max_kl_decay_steps env steps (1: constant)", gt=0, le=1)
     max_kl_decay_steps: float = field(
         0.0, "env steps over which max_kl falls to max_kl * max_kl_final_fraction; 0: at once", ge=0)
+    # Full-size steps while the policy still improves fast; walk_cpu peaks at ~12-20M env steps.
+    max_kl_decay_start: float = field(
+        0.0, "env steps at full max_kl before the fall over max_kl_decay_steps begins", ge=0)
     # DeepMimic clips value targets to [r_min, r_max] / (1 - γ), the range any return can take.
     clip_value_targets: float = field(
         0.0, "1: clip the value fit's targets to [min, max] per-step reward / (1 - gamma); 0: off", choices=(0, 1))
@@ -130,15 +133,17 @@ def compute_gae(
 
 
 def scheduled_max_kl(config: TrpoConfig, env_steps: jax.Array) -> jax.Array:
-    """The trust-region radius after `env_steps` env steps: `max_kl` falling linearly to
-    `max_kl * max_kl_final_fraction` over `max_kl_decay_steps` steps, then constant.
+    """The trust-region radius after `env_steps` env steps: `max_kl` until
+    `max_kl_decay_start`, then falling linearly to `max_kl * max_kl_final_fraction` over
+    `max_kl_decay_steps` steps, then constant.
 
     Why: once the true gradient is small, a full `max_kl` step from a few thousand samples is
     mostly noise (walk_cpu's late decay, docs/learning.md).
     """
-    steps = jnp.asarray(env_steps, jnp.float32)
+    steps = jnp.asarray(env_steps, jnp.float32) - jnp.asarray(config.max_kl_decay_start, jnp.float32)
     horizon = jnp.asarray(config.max_kl_decay_steps, jnp.float32)
-    progress = jnp.where(horizon > 0, jnp.minimum(steps / jnp.where(horizon > 0, horizon, 1.0), 1.0), 1.0)
+    ramp = jnp.clip(steps / jnp.where(horizon > 0, horizon, 1.0), 0.0, 1.0)
+    progress = jnp.where(horizon > 0, ramp, (steps >= 0).astype(jnp.float32))
     return config.max_kl * (1.0 + (config.max_kl_final_fraction - 1.0) * progress)
 
 

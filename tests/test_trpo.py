@@ -506,11 +506,24 @@ def test_max_kl_schedule_hand_values(steps, expected):
     assert float(scheduled_max_kl(config, steps)) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize("steps, expected", [
+    (0, 0.02), (9_999_999, 0.02), (10_000_000, 0.02), (12_000_000, 0.0184), (20_000_000, 0.012),
+    (40_000_000, 0.004)])
+def test_max_kl_schedule_with_a_start_hand_values(steps, expected):
+    # Constant until 10M, then 0.02 -> 0.004 over 10M-30M: 0.02 - 0.016 * (steps - 10M) / 20M.
+    config = TrpoConfig(max_kl=0.02, max_kl_final_fraction=0.2, max_kl_decay_steps=2e7, max_kl_decay_start=1e7)
+    assert float(scheduled_max_kl(config, steps)) == pytest.approx(expected, rel=1e-6)
+
+
 def test_max_kl_schedule_defaults_and_zero_horizon():
     assert float(scheduled_max_kl(TrpoConfig(max_kl=0.02), 10**7)) == pytest.approx(0.02)
     # No horizon: the final value at once.
     at_once = TrpoConfig(max_kl=0.02, max_kl_final_fraction=0.5, max_kl_decay_steps=0.0)
     assert float(scheduled_max_kl(at_once, 0)) == pytest.approx(0.01)
+    # ... at the start, and not before it.
+    later = at_once.replace(max_kl_decay_start=5e6)
+    assert float(scheduled_max_kl(later, 4_999_999)) == pytest.approx(0.02)
+    assert float(scheduled_max_kl(later, 5_000_000)) == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize("lo_r, hi_r, gamma, expected", [
