@@ -59,25 +59,25 @@ def diagnose_config(args):
     pick), then the flags as overrides; every input is refused here, before the environment
     is built."""
     from mimic_mjx import reward as reward_lib
-    from mimic_mjx import train as train_lib
+    from mimic_mjx import runconfig
 
     reward = args.reward
     if reward is not None:
         reward_lib.preset(reward)  # "unknown reward preset ..." names the flag's value
     overrides = ([f"reward.preset={reward}"] if reward else []) + (
         [f"env.motion={args.motion}"] if args.motion else []) + _diagnose_overrides(args.set or [])
-    config = train_lib.load_train_config(_config_or_default(args, sys.stderr if args.json else sys.stdout), overrides)
+    config = runconfig.load_train_config(_config_or_default(args, sys.stderr if args.json else sys.stdout), overrides)
     name = reward or next((n for n in reward_lib.PRESETS if reward_lib.preset(n) == config.reward), None)
     return config, name or f"{args.config}'s reward"
 
 
 def _cmd_diagnose(args) -> int:
     from mimic_mjx import diagnose
-    from mimic_mjx import train as train_lib
+    from mimic_mjx import runner
 
     config, name = diagnose_config(args)
     diagnose.check_inputs(config.reward, args.envs, args.steps, args.scales)
-    train_lib.check_clip(config)
+    runner.check_clip(config)
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
     report = diagnose.diagnose(
         config.env, config.reward, name, num_envs=args.envs, steps=args.steps,
@@ -93,11 +93,11 @@ def _cmd_diagnose(args) -> int:
 def _config_or_default(args, stream, prefix: str = "") -> str:
     """`--config`, or the preset `mimic-mjx train` picks without one (said on `stream`), so
     every command that reads a training config starts from the same one."""
-    from mimic_mjx import train as train_lib
+    from mimic_mjx import runconfig
 
     if args.config is not None:
         return args.config
-    return train_lib.announce_default(getattr(args, "motion", None), stream, prefix)
+    return runconfig.announce_default(getattr(args, "motion", None), stream, prefix)
 
 
 def _diagnose_overrides(items: list[str]) -> list[str]:
@@ -123,7 +123,7 @@ def _cmd_config(args) -> int:
 
     from mimic_mjx import config as cfglib
     from mimic_mjx import sweep as sweep_lib
-    from mimic_mjx import train as train_lib
+    from mimic_mjx import runconfig
 
     if args.list:
         print(config_markdown())
@@ -132,36 +132,36 @@ def _cmd_config(args) -> int:
         print(json.dumps({"sweepable_keys": sweep_lib.sweepable_keys()}, indent=2))
         return 0
     # The choice goes out as a YAML comment, so the output still loads as the config.
-    config = train_lib.load_train_config(_config_or_default(args, sys.stdout, prefix="# "), args.set or [])
+    config = runconfig.load_train_config(_config_or_default(args, sys.stdout, prefix="# "), args.set or [])
     print(yaml.safe_dump(cfglib.to_dict(config), sort_keys=False, default_flow_style=None), end="")
     return 0
 
 
 def config_markdown() -> str:
-    """The README's config reference: every key of a training config and of a sweep file
+    """docs/config.md's config reference: every key of a training config and of a sweep file
     with its type, default, valid range and meaning, generated from the field declarations."""
-    from mimic_mjx import config as cfglib
+    from mimic_mjx import config_docs
     from mimic_mjx import sweep as sweep_lib
-    from mimic_mjx import train as train_lib
+    from mimic_mjx import runconfig
 
     return "\n".join([
         "Training config (`mimic-mjx train --config FILE --set KEY=VALUE`; diagnose, eval and bench read the same "
         "keys). Every float must also be finite; a value out of range is refused when the config is loaded.",
         "",
-        cfglib.markdown_table(train_lib.TrainConfig, start=train_lib.TrainConfig()),
+        config_docs.markdown_table(runconfig.TrainConfig, start=runconfig.TrainConfig()),
         "Sweep file (`mimic-mjx sweep --config FILE --set KEY=VALUE`); a grid axis is one of "
         + ", ".join(f"`{k}`" for k in sweep_lib.sweepable_keys()) + ".",
         "",
-        cfglib.markdown_table(sweep_lib.SweepFile),
+        config_docs.markdown_table(sweep_lib.SweepFile),
     ])
 
 
-def _lazy(parser, module: str, adder: str, runner: str) -> None:
+def _lazy(parser, module: str, adder: str, run: str) -> None:
     import importlib
 
     mod = importlib.import_module(f"mimic_mjx.{module}")
     getattr(mod, adder)(parser)
-    parser.set_defaults(func=getattr(mod, runner))
+    parser.set_defaults(func=getattr(mod, run))
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -198,8 +198,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     # The remaining commands live with the concept they run: `module.add_arguments(parser)`
     # declares the flags, `module.run_cli(args)` runs them. Only the invoked command's module
     # is imported: JAX and MJX take seconds to import and `clips` needs neither.
-    for name, module, help_text, adder, runner in (
-        ("train", "train", "train a policy with TRPO (default: walk)", "add_arguments", "run_cli"),
+    for name, module, help_text, adder, run in (
+        ("train", "runner", "train a policy with TRPO (default: walk)", "add_arguments", "run_cli"),
         ("eval", "evaluate", "evaluate a run's deterministic policy on the yardstick", "add_arguments", "run_cli"),
         ("sweep", "sweep", "train many reward variants side by side in one program", "add_arguments", "run_cli"),
         ("extract", "sweep", "write one sweep member as a run directory", "add_extract_arguments", "run_extract_cli"),
@@ -210,7 +210,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            _lazy(p, module, adder, runner)
+            _lazy(p, module, adder, run)
     return parser
 
 

@@ -129,7 +129,7 @@ def config_class(tp: Any) -> type | None:
     return _config_class(tp)
 
 
-def _has_presets(cls: Any) -> bool:
+def has_presets(cls: Any) -> bool:
     return isinstance(cls, type) and hasattr(cls, "from_preset") and hasattr(cls, "preset_names")
 
 
@@ -143,18 +143,18 @@ def _is_float(tp: Any) -> bool:
     return tp is float or float in typing.get_args(tp)
 
 
-def _describe(tp: Any) -> str:
+def describe_type(tp: Any) -> str:
     """Words for a type in an error message: 'a float', 'a list of ints', 'one of ...'."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+        return " or ".join("null" if a is type(None) else describe_type(a) for a in args)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin is tuple:
         plural = {bool: "bools", int: "ints", float: "floats", str: "strings"}.get(args[0])
-        return f"a list of {plural}" if plural else f"a list, each item {_describe(args[0])}"
+        return f"a list of {plural}" if plural else f"a list, each item {describe_type(args[0])}"
     if origin is dict:
         return f"a mapping of keys to {_plural(args[1])}"
     names = {bool: "a bool (true or false)", int: "an int", float: "a float", str: "a string"}
@@ -165,7 +165,7 @@ def _plural(tp: Any) -> str:
     """'floats', 'lists of floats': what a mapping's values are, in the plural."""
     if typing.get_origin(tp) is tuple:
         return "lists of " + _plural(typing.get_args(tp)[0])
-    return {bool: "bools", int: "ints", float: "floats", str: "strings"}.get(tp, _describe(tp))
+    return {bool: "bools", int: "ints", float: "floats", str: "strings"}.get(tp, describe_type(tp))
 
 
 def _flatten(value: Mapping, prefix: str = "") -> dict:
@@ -216,7 +216,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             try:
                 out[k] = _convert(args[1], v, f"{key}.{k}", source)
             except _Mismatch:  # name the entry, not the whole mapping
-                raise MimicError(f"{source}: '{key}.{k}' must be {_describe(args[1])}, got {_show(v)}") from None
+                raise MimicError(f"{source}: '{key}.{k}' must be {describe_type(args[1])}, got {_show(v)}") from None
         return out
     if tp in _ACCEPTS:
         # bool subclasses int, but `true` for a count or a weight is a mistake, not a 1.
@@ -274,7 +274,7 @@ def _range_error(f: dataclasses.Field, tp: Any, dotted: str, value: Any) -> str:
 def _check(cls: type, data: Any, source: str, prefix: str = "") -> dict[str, Any]:
     """Validate the keys, value types and ranges present in mapping `data`; missing keys are fine."""
     fields = _fields(cls)
-    presets = _has_presets(cls)
+    presets = has_presets(cls)
     out = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
@@ -291,7 +291,7 @@ def _check(cls: type, data: Any, source: str, prefix: str = "") -> dict[str, Any
         try:
             out[key] = _convert(tp, value, dotted, source)
         except _Mismatch:
-            wanted = _describe(tp)
+            wanted = describe_type(tp)
             raise MimicError(f"{source}: '{dotted}' must be {wanted}, got {_show(value)}") from None
         if _config_class(tp) is None and not _in_range(f, tp, out[key]):
             raise MimicError(f"{source}: {_range_error(f, tp, dotted, out[key])}")
@@ -318,11 +318,11 @@ def _build(cls: type, checked: dict[str, Any], start: Any, source: str, prefix: 
     """Construct `cls` from checked values; unset fields come from `start`, else defaults
     (so a section set in part keeps the rest of its parent's default instance). In a preset
     section a checked `preset` replaces `start`."""
-    if _has_presets(cls) and PRESET_KEY in checked:
+    if has_presets(cls) and PRESET_KEY in checked:
         start = cls.from_preset(checked[PRESET_KEY])
     kwargs = {}
     for name, (f, tp) in _fields(cls).items():
-        current = getattr(start, name) if start is not None else _default(f)
+        current = getattr(start, name) if start is not None else default_value(f)
         if name in checked:
             value = checked[name]
             sub = _config_class(tp)
@@ -337,7 +337,7 @@ def _build(cls: type, checked: dict[str, Any], start: Any, source: str, prefix: 
     return cls(**kwargs)
 
 
-def _default(f: dataclasses.Field) -> Any:
+def default_value(f: dataclasses.Field) -> Any:
     """The field's default value, or MISSING for a required field."""
     has_factory = f.default_factory is not dataclasses.MISSING
     return f.default_factory() if has_factory else f.default
@@ -355,7 +355,7 @@ def _merge(cls: type, base: dict, over: Mapping) -> dict:
             out[key] = dict(value) if isinstance(value, dict) else value
         elif sub is None:
             out[key] = {**out[key], **value}
-        elif _has_presets(sub) and PRESET_KEY in value:
+        elif has_presets(sub) and PRESET_KEY in value:
             out[key] = dict(value)
         else:
             out[key] = _merge(sub, out[key], value)
@@ -469,48 +469,6 @@ def save_config(obj: Any, path: str | pathlib.Path) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None))
-
-
-def field_docs(cls: type, prefix: str = "", start: Any = None) -> list[tuple[str, str, Any, str, str]]:
-    """`(dotted key, type words, default, range words, doc)` for every leaf field (and each
-    preset section's `preset` key), for `--help` output and the README's config table.
-    A required field's default is `dataclasses.MISSING`."""
-    rows = []
-    if _has_presets(cls):
-        names = ", ".join(cls.preset_names())
-        current = next((n for n in cls.preset_names() if start is not None and cls.from_preset(n) == start), None)
-        rows.append((f"{prefix}{PRESET_KEY}", "a string", current, f"one of {names}",
-                     "preset that gives every field this section does not set; setting it drops the "
-                     "fields earlier layers (base files, a saved config) set here"))
-    for name, (f, tp) in _fields(cls).items():
-        default = getattr(start, name) if start is not None else _default(f)
-        sub = _config_class(tp)
-        if sub is not None and typing.get_origin(tp) not in (Union, types.UnionType):
-            rows += field_docs(sub, f"{prefix}{name}.", default if isinstance(default, sub) else None)
-        else:
-            shown = default if default is dataclasses.MISSING else to_dict(default)
-            rows.append((f"{prefix}{name}", _describe(tp), shown, range_text(f), f.metadata.get("doc", "")))
-    return rows
-
-
-def markdown_table(cls: type, start: Any = None) -> str:
-    """Every key of `cls` as a markdown table: key, type, default, valid range, meaning.
-    (Every float must also be finite.)"""
-    lines = ["| key | type | default | valid | meaning |", "|---|---|---|---|---|"]
-    for key, words, default, valid, doc in field_docs(cls, start=start):
-        cells = [f"`{key}`", words, _yaml_text(default), valid or "any", doc]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _yaml_text(value: Any) -> str:
-    """A default as it would be written in YAML, in one cell."""
-    if value is dataclasses.MISSING:
-        return "(required)"
-    if isinstance(value, float):
-        return f"{value:g}" if math.isfinite(value) else str(value)
-    text = yaml.safe_dump(value, default_flow_style=True).strip()
-    return text.removesuffix("\n...").removesuffix("...").strip()
 
 
 def _read_chain(path: pathlib.Path, seen: tuple[pathlib.Path, ...]) -> list[tuple[str, dict]]:

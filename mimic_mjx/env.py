@@ -114,18 +114,8 @@ class ImitationEnv:
     """Pure reset/step over `State`; the object only holds constants (model, clip, indices)."""
 
     def __init__(self, config: EnvConfig, clip: motion.Clip | None = None, reward_config=None):
-        if config.control not in ("pd", "torque"):
-            raise MimicError(f"env.control must be 'pd' or 'torque', got {config.control!r}")
-        if config.fall_contact not in FALL_CONTACT:
-            raise MimicError(f"env.fall_contact must be one of {', '.join(FALL_CONTACT)}, got {config.fall_contact!r}")
-        if config.episode_seconds <= 0:
-            raise MimicError(f"env.episode_seconds must be > 0, got {config.episode_seconds}")
-        if any(k < 1 for k in config.future_frames):
-            raise MimicError(f"env.future_frames must be positive step counts, got {list(config.future_frames)}")
-        if config.action_offset not in ("mid_range", "reference"):
-            raise MimicError(f"env.action_offset must be 'mid_range' or 'reference', got {config.action_offset!r}")
-        if config.physics_threads < 0:
-            raise MimicError(f"env.physics_threads must be >= 0, got {config.physics_threads}")
+        # The ranges are the fields' own declarations (a config built in code skips the loader).
+        cfglib.validate(config, prefix="env.")
         self.config = config
         self.clip = clip if clip is not None else motion.load_clip(config.motion)
         self.clip_arrays = self.clip.arrays()

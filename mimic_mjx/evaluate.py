@@ -38,8 +38,9 @@ import numpy as np
 from mimic_mjx import compiled
 from mimic_mjx import env as env_lib
 from mimic_mjx import networks as nets
+from mimic_mjx import policy as policy_lib
 from mimic_mjx import reward as reward_lib
-from mimic_mjx import train as train_lib
+from mimic_mjx import runconfig, train as train_lib
 from mimic_mjx.errors import MimicError
 
 REFERENCE_PRESET = "deepmimic_paper"
@@ -160,7 +161,7 @@ def summarize(scores: EpisodeScores, full_steps: int) -> dict[str, jax.Array]:
     }
 
 
-def eval_env(config: train_lib.TrainConfig, rsi: bool = False) -> env_lib.ImitationEnv:
+def eval_env(config: runconfig.TrainConfig, rsi: bool = False) -> env_lib.ImitationEnv:
     """The run's environment, RSI off by default (episodes start at clip time 0).
 
     A training-time `max_root_drift` or `max_body_error` is turned off: the evaluation measures
@@ -171,7 +172,7 @@ def eval_env(config: train_lib.TrainConfig, rsi: bool = False) -> env_lib.Imitat
     return env_lib.ImitationEnv(env_config, reward_config=config.reward)
 
 
-def make_evaluation(env: env_lib.ImitationEnv, config: train_lib.TrainConfig, episodes: int):
+def make_evaluation(env: env_lib.ImitationEnv, config: runconfig.TrainConfig, episodes: int):
     """`score(policy_params, normalizer, reward_config, rng) -> metrics` (pure; jit/vmap it)."""
     if episodes < 1:
         raise MimicError(f"episodes must be >= 1, got {episodes}")
@@ -185,14 +186,14 @@ def make_evaluation(env: env_lib.ImitationEnv, config: train_lib.TrainConfig, ep
     return score
 
 
-def evaluate_state(state: train_lib.TrainState, config: train_lib.TrainConfig, episodes: int = 4,
+def evaluate_state(state: train_lib.TrainState, config: runconfig.TrainConfig, episodes: int = 4,
                    seed: int = 0, env: env_lib.ImitationEnv | None = None) -> dict[str, float]:
     """Evaluate an in-memory (unbatched) TrainState; returns plain floats."""
     reward_config = jax.tree.map(lambda x: x[0], state.env_state.reward_config)
     return evaluate_params(state.policy_params, state.normalizer, reward_config, config, episodes, seed, env)
 
 
-def evaluate_params(policy_params, normalizer, reward_config, config: train_lib.TrainConfig, episodes: int,
+def evaluate_params(policy_params, normalizer, reward_config, config: runconfig.TrainConfig, episodes: int,
                     seed: int = 0, env: env_lib.ImitationEnv | None = None) -> dict[str, float]:
     """Evaluate policy weights and normaliser under `config`'s environment; plain floats."""
     env = eval_env(config) if env is None else env
@@ -207,8 +208,6 @@ def evaluate(source: str | pathlib.Path, episodes: int = DEFAULT_EPISODES, seed:
              rsi: bool = False) -> dict[str, float]:
     """Evaluate a run directory's latest checkpoint, a policy folder or a shipped policy
     (`policy.load`); see the module docstring for the keys."""
-    from mimic_mjx import policy as policy_lib
-
     bundle = policy_lib.load(str(source))
     config = bundle.config
     env = eval_env(config, rsi=rsi)

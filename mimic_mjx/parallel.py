@@ -13,7 +13,8 @@ environments (under plain `jit` a callback runs once, on device 0, with the whol
 gathered to it; docs/notes/scale_out.md). A sweep's members axis stays unsharded: the
 mesh splits each member's environments.
 
-Built on `jax.sharding` only; several hosts are JAX's `jax.distributed` (not built yet).
+Built on `jax.sharding` only; several hosts join one mesh through `jax.distributed`
+(distributed.py), and nothing here changes: `jax.devices()` is then every process's devices.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ termination) is the same JAX code for both:
 * `mjx`: MuJoCo MJX, `mjx.step` traced into the program. The choice on an accelerator.
 * `native`: MuJoCo's own C engine through `mujoco.rollout` (a persistent thread pool), called
   once per control step for the whole batch through `jax.pure_callback`. On a CPU it runs
-  ~14x faster than MJX there and compiles in a fraction of the time (BENCHMARKS.md).
+  ~8-15x faster than MJX there (per env step, whole training iteration to physics alone) and
+  compiles in a fraction of the time (BENCHMARKS.md; docs/notes/benchmarks_history.md).
 
 The physics state is a `PhysicsState` for both, so a `State` has one type whatever the
 backend: what a control step continues from (time, qpos, qvel, act, ctrl and MJX's solver warm
@@ -124,8 +125,11 @@ class Physics:
     def __init__(self, mj_model: mujoco.MjModel, backend: str = "auto", threads: int | None = None):
         self.backend = resolve_backend(backend)
         self.mj_model = mj_model
-        self.mjx_model = mjx.put_model(mj_model)
-        self.data0 = mjx.make_data(self.mjx_model)
+        # This process's own device: MJX's default is jax.devices()[0], which in a multi-process
+        # run (distributed.py) belongs to process 0 and cannot hold the other processes' arrays.
+        device = jax.local_devices()[0]
+        self.mjx_model = mjx.put_model(mj_model, device=device)
+        self.data0 = mjx.make_data(self.mjx_model, device=device)
         self.substeps = model_lib.substeps(mj_model)
         self.control_dt = self.substeps * mj_model.opt.timestep
         m = mj_model

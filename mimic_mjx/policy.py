@@ -24,7 +24,7 @@ from mimic_mjx import checkpoint
 from mimic_mjx import config as cfglib
 from mimic_mjx import env as env_lib
 from mimic_mjx import networks as nets
-from mimic_mjx import train as train_lib
+from mimic_mjx import runconfig, train as train_lib
 from mimic_mjx.errors import MimicError
 
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parent / "policies"
@@ -35,7 +35,7 @@ META = "meta.json"
 
 @dataclasses.dataclass(frozen=True)
 class PolicyBundle:
-    config: train_lib.TrainConfig
+    config: runconfig.TrainConfig
     policy_params: Any
     normalizer: nets.NormalizerState
     env_steps: int
@@ -46,14 +46,6 @@ class PolicyBundle:
 def shipped() -> list[str]:
     """Names of the policies shipped inside the package."""
     return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / WEIGHTS).exists()) if SHIPPED_DIR.is_dir() else []
-
-
-def make_env(bundle: PolicyBundle, rsi: bool = False) -> env_lib.ImitationEnv:
-    """The bundle's environment as the evaluation runs it (`evaluate.eval_env`): RSI off by
-    default (episodes start at clip time 0), no drift termination."""
-    from mimic_mjx import evaluate as eval_lib
-
-    return eval_lib.eval_env(bundle.config, rsi=rsi)
 
 
 def act(bundle: PolicyBundle, env: env_lib.ImitationEnv) -> Callable[[jax.Array], jax.Array]:
@@ -67,7 +59,7 @@ def act(bundle: PolicyBundle, env: env_lib.ImitationEnv) -> Callable[[jax.Array]
     return mean_action
 
 
-def _template(config: train_lib.TrainConfig) -> dict:
+def _template(config: runconfig.TrainConfig) -> dict:
     """Shapes of what a policy file holds under `config` (no compute)."""
     env = env_lib.ImitationEnv(config.env, reward_config=config.reward)
     policy, _ = train_lib.make_networks(env, config)
@@ -85,7 +77,7 @@ def export(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> pathlib.
     return write(out_dir, bundle.config, bundle.policy_params, bundle.normalizer, meta)
 
 
-def write(out_dir: str | pathlib.Path, config: train_lib.TrainConfig, policy_params, normalizer,
+def write(out_dir: str | pathlib.Path, config: runconfig.TrainConfig, policy_params, normalizer,
           meta: dict) -> pathlib.Path:
     """Write a policy folder (config, weights, `meta`: at least iteration and env_steps).
 
@@ -105,8 +97,8 @@ def write(out_dir: str | pathlib.Path, config: train_lib.TrainConfig, policy_par
     return out
 
 
-def _load_config(path: pathlib.Path) -> train_lib.TrainConfig:
-    return train_lib.resolve_defaults(cfglib.load_config(train_lib.TrainConfig, path, []))
+def _load_config(path: pathlib.Path) -> runconfig.TrainConfig:
+    return runconfig.resolve_defaults(cfglib.load_config(runconfig.TrainConfig, path, []))
 
 
 def load(source: str, report=None) -> PolicyBundle:

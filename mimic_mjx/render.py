@@ -1,6 +1,6 @@
 """`mimic-mjx render`: a video and a filmstrip of a policy beside its reference motion.
 
-The deterministic policy (`policy.act`) drives one environment from `policy.make_env` (RSI
+The deterministic policy (`policy.act`) drives one environment from `evaluate.eval_env` (RSI
 off: the episode starts at clip time 0); the step is jitted once and a Python loop collects
 each control step's `qpos` and the reference `qpos` at the same clip time. Rendering is
 host-side, with MuJoCo's own OpenGL renderer (`mjv_updateScene` / `mjr_render`) in an
@@ -402,6 +402,7 @@ def add_arguments(parser) -> None:
 
 def run_cli(args) -> int:
     """Run `mimic-mjx render`; MimicError propagates to the CLI's one-line handler."""
+    from mimic_mjx import evaluate as eval_lib
     from mimic_mjx import policy as policy_lib
 
     out = args.out or f"{pathlib.Path(args.source).name}.mp4"
@@ -410,7 +411,7 @@ def run_cli(args) -> int:
     gl_backend()
     compiled.enable_compile_cache()
     bundle = policy_lib.load(args.source)
-    env = policy_lib.make_env(bundle, rsi=args.rsi)
+    env = eval_lib.eval_env(bundle.config, rsi=args.rsi)
     label = f"{pathlib.Path(bundle.source).name}, {bundle.env_steps:,} env steps"
     result = render(env, policy_lib.act(bundle, env), out, seconds=args.seconds, fps=args.fps, width=args.width,
                     height=args.height, filmstrip=args.filmstrip, filmstrip_count=args.frames, seed=args.seed,

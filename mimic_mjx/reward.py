@@ -145,7 +145,7 @@ class RewardConfig:
 
 _FIELDS = tuple(RewardConfig.__dataclass_fields__)
 # Below this fraction of its maximum per step a reward gives no learning signal; one
-# threshold for `diagnose`'s warning and the trainer's alarm. Measured on walk (README,
+# threshold for `diagnose`'s warning and the trainer's alarm. Measured on walk (docs/guide.md,
 # `mimic-mjx diagnose`): the failed port's exp(-Σ|Δq|) gives the random policy 2.6e-3 and
 # the zero policy 9.2e-3 of its maximum, deepmimic_paper gives them 8.6e-2 and 0.11. 1e-2
 # flags the reward that killed the port under both policies, where 1e-3 flags neither, and

@@ -39,14 +39,16 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mimic_mjx import checkpoint
 from mimic_mjx import compiled
 from mimic_mjx import config as cfglib
+from mimic_mjx import distributed
 from mimic_mjx import evaluate as eval_lib
 from mimic_mjx import parallel
 from mimic_mjx import reward as reward_lib
-from mimic_mjx import train as train_lib
+from mimic_mjx import runconfig, runner, train as train_lib
 from mimic_mjx.errors import MimicError
 
 YARDSTICK = "normalized_return"
@@ -59,8 +61,8 @@ VMAPPED_SECTIONS = ("reward", "trpo")
 class SweepFile:
     """The keys of a sweep file; give exactly one of `grid` and `members`."""
 
-    train: str = cfglib.field(dataclasses.MISSING, "base training config: a preset name or a YAML path "
-                              "(relative to the sweep file)")
+    train: str | None = cfglib.field(None, "base training config: a preset name or a YAML path "
+                                     "(relative to the sweep file); null: the preset `mimic-mjx train` picks")
     set: tuple[str, ...] = cfglib.field((), "overrides of the base, as `train --set` takes them")
     grid: dict[str, tuple[float, ...]] | None = cfglib.field(
         None, "train keys (reward.*, trpo.* numbers) -> lists of values; the members are the product")
@@ -87,12 +89,12 @@ class Member:
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-    base: train_lib.TrainConfig  # resolved base config (num_envs per member, iterations)
+    base: runconfig.TrainConfig  # resolved base config (num_envs per member, iterations)
     members: tuple[Member, ...]
     eval_every: int
     eval_episodes: int
 
-    def member_config(self, member: Member) -> train_lib.TrainConfig:
+    def member_config(self, member: Member) -> runconfig.TrainConfig:
         """The single-run config equivalent to `member` (what `train` would run alone)."""
         config = cfglib.replace(self.base, member.overrides, f"member {member.index}")
         return config.replace(seed=member.seed)
@@ -102,7 +104,7 @@ def sweepable_keys() -> list[str]:
     """The dotted train keys a grid may vary: the float leaves of the vmapped sections."""
     keys = []
     for section in VMAPPED_SECTIONS:
-        cls = cfglib.config_class(cfglib.declared_fields(train_lib.TrainConfig)[section][1])
+        cls = cfglib.config_class(cfglib.declared_fields(runconfig.TrainConfig)[section][1])
         keys += [f"{section}.{name}" for name, (f, tp) in cfglib.declared_fields(cls).items()
                  if tp is float and f.metadata.get("pytree_node", True)]
     return keys
@@ -116,7 +118,7 @@ def _check_key(source: str, where: str, key: str) -> None:
     if key in reward_fields:
         raise MimicError(f"{source}: '{where}' is not a train key; name it as `train --set` does: 'reward.{key}'")
     section, _, name = key.partition(".")
-    train_fields = cfglib.declared_fields(train_lib.TrainConfig)
+    train_fields = cfglib.declared_fields(runconfig.TrainConfig)
     sub = cfglib.config_class(train_fields[section][1]) if section in train_fields else None
     if (sub is not None and name in cfglib.declared_fields(sub)) or (not name and section in train_fields):
         raise MimicError(f"{source}: '{where}' cannot vary across members: only reward.* and float trpo.* "
@@ -131,14 +133,14 @@ def load_sweep(path: str | pathlib.Path, overrides: list[str] | None = None) -> 
     path = pathlib.Path(path)
     spec = cfglib.load_config(SweepFile, path, overrides or [])
     source = str(path)
-    base_path = pathlib.Path(spec.train)
+    base_path = pathlib.Path(spec.train if spec.train is not None else runconfig.default_config()[0])
     if not base_path.is_absolute() and (path.parent / base_path).exists():
         base_path = path.parent / base_path
     base_sets = list(spec.set)
     for key in ("num_envs", "iterations"):
         if getattr(spec, key) is not None:
             base_sets.append(f"{key}={getattr(spec, key)}")
-    base = train_lib.resolve_defaults(train_lib.load_train_config(str(base_path), base_sets))
+    base = runconfig.resolve_defaults(runconfig.load_train_config(str(base_path), base_sets))
     combos = _member_overrides(source, spec)
     seeds = spec.seeds if spec.seeds is not None else (base.seed,)
     if not seeds:
@@ -146,7 +148,7 @@ def load_sweep(path: str | pathlib.Path, overrides: list[str] | None = None) -> 
     members = tuple(Member(i, o, seed) for i, (o, seed) in enumerate(itertools.product(combos, seeds)))
     sweep = Sweep(base=base, members=members, eval_every=spec.eval_every, eval_episodes=spec.eval_episodes)
     for m in members:  # every value against its field's declared range
-        train_lib.resolve_defaults(cfglib.replace(base, m.overrides, f"{source}: member {m.index} ({m.label})"))
+        runconfig.resolve_defaults(cfglib.replace(base, m.overrides, f"{source}: member {m.index} ({m.label})"))
     return sweep
 
 
@@ -206,8 +208,12 @@ def make_programs(env, eval_env, sweep: Sweep, mesh=None, out_shardings=None):
 
 
 def _yardstick(evaluation, state, rng) -> list[dict]:
-    reward_config = jax.tree.map(lambda x: x[:, 0], state.env_state.reward_config)
-    metrics = jax.device_get(evaluation(state.policy_params, state.normalizer, reward_config, rng))
+    # On host copies, so the yardstick is this process's own program (runner._periodic_evaluation
+    # says why); every environment of a member holds its reward leaves: the first local one.
+    reward_config = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[:, 0],
+                                 state.env_state.reward_config)
+    params, normalizer = jax.device_get((state.policy_params, state.normalizer))
+    metrics = jax.device_get(evaluation(params, normalizer, reward_config, rng))
     n = len(next(iter(metrics.values())))
     return [{k: float(v[i]) for k, v in metrics.items()} for i in range(n)]
 
@@ -216,7 +222,7 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
         resume: bool = False) -> dict:
     """Train every member for `base.iterations`, scoring them on the yardstick; write out_dir.
 
-    The iterations run in the trainer's own host loop (`train.host_loop`): the same metrics
+    The iterations run in the trainer's own host loop (`runner.host_loop`): the same metrics
     lines (one per member, with `member`), health alarms per member, checkpoints, time limit
     and `resume=True`, which continues the latest checkpoint bit-for-bit; the sweep must be the
     one out_dir holds (members and base config; `iterations` and `time_limit_minutes` may grow).
@@ -228,34 +234,45 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     "state": the stacked state}.
     """
     start_time = time.perf_counter()
-    out = train_lib.check_run_dir(out_dir, resume=resume, what="sweep")
+    out = runner.check_run_dir(out_dir, resume=resume, what="sweep")
     if resume:  # before anything is built
         check_same_sweep(sweep, load_saved(out), out)
+    writer = distributed.is_writer()  # over several processes, process 0 writes; all checkpoint
+    if not writer:
+        progress(f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
+                 f"process 0 writes {out}")
+        progress = runner.silent
     env, _ = train_lib.build_env(sweep.base)
     eval_env = eval_lib.eval_env(sweep.base)
     m_count = len(sweep.members)
     if resume:
         state, step = checkpoint.restore_newest(out, jax.eval_shape(lambda: init_members(env, sweep)),
-                                                report=progress, set_aside=True)
-        wall_offset = train_lib.trim_log(out / "metrics.jsonl", step)
-        train_lib.trim_log(out / "eval.jsonl", step)
+                                                report=progress, set_aside=writer)
+        wall_offset = runner.trim_log(out / "metrics.jsonl", step) if writer else 0.0
+        if writer:
+            runner.trim_log(out / "eval.jsonl", step)
         progress(f"resumed sweep {out} at iteration {step}")
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "eval.jsonl"):
-            (out / name).write_text("")
+        if writer:
+            out.mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.jsonl", "eval.jsonl"):
+                (out / name).write_text("")
         wall_offset = 0.0
         progress(f"sweep of {m_count} members x {sweep.base.num_envs} envs on '{env.clip.name}'; initialising ...")
         state = init_members(env, sweep)
-    cfglib.save_config(sweep.base, out / "base_config.yaml")
-    (out / "sweep.json").write_text(json.dumps(
-        {"members": [{"member": m.index, "overrides": m.overrides, "seed": m.seed} for m in sweep.members],
-         "eval_every": sweep.eval_every, "eval_episodes": sweep.eval_episodes}, indent=2))  # fmt: skip
+    if writer:
+        cfglib.save_config(sweep.base, out / "base_config.yaml")
+        (out / "sweep.json").write_text(json.dumps(
+            {"members": [{"member": m.index, "overrides": m.overrides, "seed": m.seed} for m in sweep.members],
+             "eval_every": sweep.eval_every, "eval_episodes": sweep.eval_episodes}, indent=2))  # fmt: skip
     state, mesh, out_shardings = train_lib.place(state, sweep.base, members=True)
     if mesh is not None:
         progress(f"each member's {sweep.base.num_envs} environments split over {mesh.size} devices")
     iteration, evaluation = make_programs(env, eval_env, sweep, mesh, out_shardings)
     progress("compiling the vmapped training iteration (first call) ...")
+    if jax.process_count() > 1:  # compile before the first step's collectives (distributed.barrier says why)
+        iteration.lower(state).compile()
+        distributed.barrier("mimic_mjx compiled")
 
     def evaluate(state, common):
         scores = _yardstick(evaluation, state, jax.random.PRNGKey(0))
@@ -269,9 +286,11 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
                  f"({sweep.members[best].label})  worst #{worst} {scores[worst][YARDSTICK]:.3f} "
                  f"({sweep.members[worst].label})")  # fmt: skip
 
-    state, _ = train_lib.host_loop(iteration, state, sweep.base, out, progress, start_time=start_time,
-                                   wall_offset=wall_offset, evaluate=evaluate, eval_every=sweep.eval_every,
-                                   members=list(sweep.members), summary=_summary)
+    state, _ = runner.host_loop(iteration, state, sweep.base, out, progress, start_time=start_time,
+                                wall_offset=wall_offset, evaluate=evaluate if writer else None,
+                                eval_every=sweep.eval_every, members=list(sweep.members), summary=_summary)
+    if not writer:
+        return {"compiles": iteration._cache_size(), "results": [], "state": state}
     evals = read_evals(out / "eval.jsonl", m_count)
     results = _results(sweep, evals[-1][2]) if evals else []
     (out / "results.md").write_text(results_table(results))
@@ -305,7 +324,7 @@ def load_saved(sweep_dir: pathlib.Path) -> Sweep:
     if not info_path.exists():
         raise MimicError(f"{sweep_dir}: not a sweep directory (no sweep.json)")
     info = json.loads(info_path.read_text())
-    base = cfglib.load_config(train_lib.TrainConfig, sweep_dir / "base_config.yaml", [])
+    base = cfglib.load_config(runconfig.TrainConfig, sweep_dir / "base_config.yaml", [])
     return Sweep(base=base, members=tuple(_member_from_json(m) for m in info["members"]),
                  eval_every=info["eval_every"], eval_episodes=info["eval_episodes"])
 
@@ -372,7 +391,7 @@ def extract(sweep_dir: str | pathlib.Path, member: int, out_dir: str | pathlib.P
     `mimic-mjx eval OUT` and `mimic-mjx train --resume --out OUT` then work on it.
     """
     sweep_dir = pathlib.Path(sweep_dir)
-    out = train_lib.check_run_dir(out_dir, resume=False, can_resume=False)
+    out = runner.check_run_dir(out_dir, resume=False, can_resume=False)
     sweep = load_saved(sweep_dir)
     base = sweep.base
     if not 0 <= member < len(sweep.members):
@@ -406,14 +425,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<file name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the latest checkpoint in --out (the same sweep file; iterations may grow)")
+    distributed.add_arguments(parser)
 
 
 def run_cli(args) -> int:
+    # Before anything asks JAX for devices: the mesh then spans every process's devices.
+    distributed.initialize(distributed.settings_from_args(args))
     # Every input is checked here, before an environment is built or a program compiled.
     sweep = load_sweep(args.config, args.overrides)
+    if args.config and cfglib.load_config(SweepFile, args.config, args.overrides).train is None:
+        runconfig.announce_default(prefix="sweep base ")
     out = args.out or str(pathlib.Path("runs") / f"sweep_{pathlib.Path(args.config).stem}")
-    train_lib.check_run_dir(out, resume=args.resume, what="sweep")
-    train_lib.check_clip(sweep.base)
+    runner.check_run_dir(out, resume=args.resume, what="sweep")
+    runner.check_clip(sweep.base)
+    distributed.check_devices(sweep.base.devices)
     parallel.make_mesh(sweep.base.devices, sweep.base.num_envs)  # a layout this machine cannot run: one line now
     compiled.enable_compile_cache()
     run(sweep, out, progress=lambda line: print(line, flush=True), resume=args.resume)

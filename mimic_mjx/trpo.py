@@ -1,4 +1,6 @@
-"""Trust Region Policy Optimization (Schulman et al. 2015) with GAE and a fitted value function.
+"""Trust Region Policy Optimization (Schulman et al. 2015): the policy step.
+
+The critic (GAE, value targets, the value fit) is critic.py.
 
 Pure functions over pytrees: the caller jits (and, for a sweep, vmaps over a leading member
 axis) the whole training iteration. Array shapes: `T` time steps, `B` environments, `N = T·B`
@@ -13,7 +15,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
@@ -23,7 +24,6 @@ from mimic_mjx.networks import gaussian_entropy, gaussian_kl, gaussian_log_prob
 
 Params = Any
 PolicyApply = Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
-ValueApply = Callable[[Params, jax.Array], jax.Array]
 
 # Advantage std below this is treated as zero (all advantages equal): the normalised
 # advantages are then 0 and the step is rejected for lack of improvement.
@@ -101,37 +101,6 @@ class TrpoBatch:
     mask: jax.Array | None = None  # [N], 1.0 = valid sample; None = all valid
 
 
-def compute_gae(
-    rewards: jax.Array,
-    values: jax.Array,
-    bootstrap_values: jax.Array,
-    terminations: jax.Array,
-    truncations: jax.Array,
-    gamma: jax.Array | float,
-    lam: jax.Array | float,
-) -> tuple[jax.Array, jax.Array]:
-    """Generalised advantage estimation (Schulman et al. 2016) over a `[T, B]` rollout.
-
-    `values[t] = V(s_t)`; `bootstrap_values[t] = V(s'_t)`, the value of the true next
-    observation after step t (before any auto-reset). A termination does not bootstrap; a
-    truncation bootstraps from `bootstrap_values`; both cut the λ-recursion, so no advantage
-    leaks across an episode boundary. A step flagged as both counts as a termination.
-    The last step's recursion starts from 0, its δ already bootstraps from `bootstrap_values`.
-    Returns `(advantages [T, B], returns [T, B])` with `returns = advantages + values`.
-    """
-    term = terminations.astype(values.dtype)
-    done = jnp.maximum(term, truncations.astype(values.dtype))
-    deltas = rewards + gamma * (1.0 - term) * bootstrap_values - values
-
-    def backward(next_adv, step):
-        delta, d = step
-        adv = delta + gamma * lam * (1.0 - d) * next_adv
-        return adv, adv
-
-    _, advantages = jax.lax.scan(backward, jnp.zeros_like(values[0]), (deltas, done), reverse=True)
-    return advantages, advantages + values
-
-
 def scheduled_max_kl(config: TrpoConfig, env_steps: jax.Array) -> jax.Array:
     """The trust-region radius after `env_steps` env steps: `max_kl` until
     `max_kl_decay_start`, then falling linearly to `max_kl * max_kl_final_fraction` over
@@ -145,16 +114,6 @@ def scheduled_max_kl(config: TrpoConfig, env_steps: jax.Array) -> jax.Array:
     ramp = jnp.clip(steps / jnp.where(horizon > 0, horizon, 1.0), 0.0, 1.0)
     progress = jnp.where(horizon > 0, ramp, (steps >= 0).astype(jnp.float32))
     return config.max_kl * (1.0 + (config.max_kl_final_fraction - 1.0) * progress)
-
-
-def value_target_bounds(min_reward: jax.Array, max_reward: jax.Array, gamma: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`(lo, hi)` that hold every discounted return of an episode (of any length, ended at
-    any step) whose per-step rewards lie in [min_reward, max_reward]:
-    `min(min_reward, 0) / (1 - γ)` and `max(max_reward, 0) / (1 - γ)`; ±inf at γ = 1."""
-    scale = jnp.where(gamma < 1.0, 1.0 / jnp.maximum(1.0 - gamma, 1e-12), jnp.inf)
-    lo, hi = jnp.minimum(min_reward, 0.0), jnp.maximum(max_reward, 0.0)
-    # 0 * inf would be NaN: a zero bound stays zero at γ = 1.
-    return jnp.where(lo < 0, lo * scale, 0.0), jnp.where(hi > 0, hi * scale, 0.0)
 
 
 def conjugate_gradient(
@@ -218,19 +177,19 @@ def fisher_vector_product(
     return fvp
 
 
-def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def normalize_advantages(advantages: jax.Array, mask: jax.Array) -> jax.Array:
     """Zero-mean, unit-std advantages over valid samples; invalid ones become 0. `[N] -> [N]`."""
-    mean = _masked_mean(advantages, mask)
-    std = jnp.sqrt(_masked_mean((advantages - mean) ** 2, mask))
+    mean = masked_mean(advantages, mask)
+    std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
     scaled = (advantages - mean) / jnp.maximum(std, _ADV_STD_FLOOR)
     return jnp.where(mask > 0, scaled, 0.0)
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
@@ -248,7 +207,7 @@ def _sanitize_batch(batch: TrpoBatch) -> tuple[TrpoBatch, jax.Array, jax.Array]:
         return jnp.where(valid.reshape((n,) + (1,) * (x.ndim - 1)), x, 0.0)
 
     obs, actions, adv = rows(batch.obs), rows(batch.actions), rows(batch.advantages)
-    finite = _all_finite((obs, actions, adv))
+    finite = all_finite((obs, actions, adv))
     return TrpoBatch(obs=obs, actions=actions, advantages=adv, mask=mask), mask, finite
 
 
@@ -330,9 +289,9 @@ def trpo_step(
     def evaluate(flat):
         mean, log_std = policy_apply(unravel(flat), batch.obs)
         ratio = jnp.exp(gaussian_log_prob(mean, log_std, batch.actions) - old_logp)
-        surrogate = _masked_mean(ratio * adv, mask)
-        kl = _masked_mean(gaussian_kl(old_mean, old_log_std, mean, log_std), mask)
-        entropy = _masked_mean(gaussian_entropy(jnp.broadcast_to(log_std, mean.shape)), mask)
+        surrogate = masked_mean(ratio * adv, mask)
+        kl = masked_mean(gaussian_kl(old_mean, old_log_std, mean, log_std), mask)
+        entropy = masked_mean(gaussian_entropy(jnp.broadcast_to(log_std, mean.shape)), mask)
         return surrogate, kl, entropy
 
     k = config.fvp_subsample
@@ -343,7 +302,7 @@ def trpo_step(
 
     def sub_kl(outputs):
         mean, log_std = outputs
-        return _masked_mean(gaussian_kl(sub_old_mean, sub_old_log_std, mean, log_std), sub_mask)
+        return masked_mean(gaussian_kl(sub_old_mean, sub_old_log_std, mean, log_std), sub_mask)
 
     fvp = fisher_vector_product(lambda flat: policy_apply(unravel(flat), sub_obs), sub_kl, flat0, config.damping)
     surr_before, grad = jax.value_and_grad(lambda f: evaluate(f)[0])(flat0)
@@ -358,7 +317,7 @@ def trpo_step(
     # Scale so the quadratic KL model ½ sᵀFs of the full step equals max_kl.
     scale = jnp.sqrt(2.0 * config.max_kl / jnp.where(sfs > 0, sfs, 1.0))
     full_step = jnp.where(sfs > 0, scale, 0.0) * step_dir
-    nonfinite = ~(inputs_finite & _all_finite((surr_before, grad, step_dir, sfs, full_step)))
+    nonfinite = ~(inputs_finite & all_finite((surr_before, grad, step_dir, sfs, full_step)))
 
     passed, first, fraction, chosen = _line_search(
         evaluate, flat0, full_step, jnp.vdot(grad, full_step), surr_before, config
@@ -367,7 +326,7 @@ def trpo_step(
     new_params = jax.tree.map(
         lambda new, old: jnp.where(accepted, new, old), unravel(flat0 + fraction * full_step), policy_params
     )
-    entropy_before = _masked_mean(gaussian_entropy(jnp.broadcast_to(old_log_std, old_mean.shape)), mask)
+    entropy_before = masked_mean(gaussian_entropy(jnp.broadcast_to(old_log_std, old_mean.shape)), mask)
     dtype = flat0.dtype
     metrics = {
         "losses/surrogate_before": surr_before,
@@ -385,104 +344,3 @@ def trpo_step(
         "trpo/nonfinite": nonfinite.astype(dtype),
     }
     return new_params, metrics
-
-
-def explained_variance(values: jax.Array, returns: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """`1 - Var[returns - values] / Var[returns]` over `[N]` (or any equal shape); scalar.
-
-    1 is a perfect value function, 0 is no better than a constant, < 0 is worse. Returns 0
-    when the returns have no variance (CleanRL returns NaN there; a NaN metric would look
-    like a divergence).
-    """
-    mask = jnp.ones_like(returns) if mask is None else mask.astype(returns.dtype)
-
-    def var(x):
-        return _masked_mean((x - _masked_mean(x, mask)) ** 2, mask)
-
-    var_returns = var(returns)
-    ev = 1.0 - var(returns - values) / jnp.where(var_returns > 0, var_returns, 1.0)
-    return jnp.where(var_returns > 0, ev, 0.0)
-
-
-def value_optimizer(learning_rate: float = 1e-3) -> optax.GradientTransformation:
-    """Adam whose learning rate lives in its state (optax.inject_hyperparams).
-
-    Pass it to `fit_value` with `learning_rate=config.value_lr` so the rate is a traced
-    leaf that a sweep can vmap, rather than a constant baked in at trace time.
-    """
-    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
-
-
-def _value_loss(value_apply: ValueApply, params, obs, returns, mask) -> jax.Array:
-    return _masked_mean((value_apply(params, obs) - returns) ** 2, mask)
-
-
-def fit_value(
-    value_apply: ValueApply,
-    value_params: Params,
-    opt_state: optax.OptState,
-    optimizer: optax.GradientTransformation,
-    obs: jax.Array,
-    returns: jax.Array,
-    rng: jax.Array,
-    epochs: int,
-    minibatches: int,
-    mask: jax.Array | None = None,
-    learning_rate: jax.Array | float | None = None,
-    values_before: jax.Array | None = None,
-) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
-    """Regress `value_apply(params, obs [N, D]) -> [N]` on `returns [N]` by minibatch MSE.
-
-    Reshuffles with `rng` every epoch and scans over `epochs × minibatches` steps of size
-    `N // minibatches` (the `N % minibatches` left over differ per epoch). A minibatch whose
-    loss or gradient is non-finite is skipped and counted. `learning_rate`, if given, is
-    written into `opt_state` (needs an `optax.inject_hyperparams` optimiser such as
-    `value_optimizer()`). `values_before [N]`, if given, must be `value_apply(value_params, obs)`
-    (the values GAE just computed): the fit then skips that forward pass over the batch.
-    Metrics: `losses/value_loss` (full-batch MSE after the fit), `losses/value_loss_before`,
-    `losses/explained_variance` (of the pre-fit predictions, i.e. the values GAE used when obs
-    and params are the same), `losses/value_skipped_minibatches`.
-    """
-    n = obs.shape[0]
-    if not 1 <= minibatches <= n:  # static shapes, so checked once at trace time
-        raise MimicError(f"value minibatches must be in [1, {n}] (the batch size), got {minibatches}")
-    size = n // minibatches
-    mask = jnp.ones((n,), returns.dtype) if mask is None else mask.astype(returns.dtype)
-    valid = mask > 0
-    obs = jnp.where(valid[:, None], obs, 0.0)
-    returns = jnp.where(valid, returns, 0.0)
-    if learning_rate is not None:
-        hyper = dict(opt_state.hyperparams)
-        hyper["learning_rate"] = jnp.asarray(learning_rate, hyper["learning_rate"].dtype)
-        opt_state = opt_state._replace(hyperparams=hyper)
-
-    def minibatch_step(carry, idx):
-        params, state = carry
-        loss_and_grad = jax.value_and_grad(_value_loss, argnums=1)
-        loss, grads = loss_and_grad(value_apply, params, obs[idx], returns[idx], mask[idx])
-        updates, new_state = optimizer.update(grads, state, params)
-        new_params = optax.apply_updates(params, updates)
-        ok = jnp.isfinite(loss) & _all_finite(grads)
-        kept = jax.tree.map(
-            lambda new, old: jnp.where(ok, new, old), (new_params, new_state), (params, state)
-        )
-        return kept, ~ok
-
-    def epoch(carry, key):
-        order = jax.random.permutation(key, n)[: size * minibatches].reshape(minibatches, size)
-        return jax.lax.scan(minibatch_step, carry, order)
-
-    if values_before is None:
-        values_before = value_apply(value_params, obs)
-    loss_before = _masked_mean((values_before - returns) ** 2, mask)
-    ev = explained_variance(values_before, returns, mask)
-    (value_params, opt_state), skipped = jax.lax.scan(
-        epoch, (value_params, opt_state), jax.random.split(rng, epochs)
-    )
-    metrics = {
-        "losses/value_loss": _value_loss(value_apply, value_params, obs, returns, mask),
-        "losses/value_loss_before": loss_before,
-        "losses/explained_variance": ev,
-        "losses/value_skipped_minibatches": jnp.sum(skipped).astype(returns.dtype),
-    }
-    return value_params, opt_state, metrics

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from flax import struct
 
-from mimic_mjx import config
+from mimic_mjx import config, config_docs
 from mimic_mjx.errors import MimicError
 
 pytestmark = pytest.mark.timeout(60)
@@ -186,7 +186,7 @@ def test_flax_struct_dataclass_with_static_field(tmp_path):
 
 
 def test_field_docs():
-    rows = config.field_docs(Run)
+    rows = config_docs.field_docs(Run)
     assert ("trpo.max_kl", "a float", 0.01, "", "KL trust-region radius") in rows
     assert ("hidden", "a list of ints", [64, 64], "", "policy hidden widths") in rows
 
@@ -250,13 +250,13 @@ def test_range_text():
         "> 0", "in [0, 1]", "in (0, 1)", "one of 0, 1, 2", "one of pd, torque", ""]
 
 
-def _trpo_reward_env_train():
+def _trpo_reward_env_runconfig():
     from mimic_mjx import env as env_lib
     from mimic_mjx import reward as reward_lib
-    from mimic_mjx import train
+    from mimic_mjx import runconfig
     from mimic_mjx import trpo
 
-    return env_lib, reward_lib, train, trpo
+    return env_lib, reward_lib, runconfig, trpo
 
 
 @pytest.mark.parametrize("override, message", [
@@ -289,19 +289,19 @@ def _trpo_reward_env_train():
     ("time_limit_minutes=0", "time_limit_minutes must be > 0, got 0.0"),
 ])
 def test_train_config_ranges(override, message):
-    _, _, train, _ = _trpo_reward_env_train()
+    _, _, runconfig, _ = _trpo_reward_env_runconfig()
     with pytest.raises(MimicError) as err:
-        train.load_train_config(None, [override])
+        runconfig.load_train_config(None, [override])
     assert str(err.value) == f"--set: {message}"
 
 
 def test_every_shipped_default_and_preset_is_in_range():
-    env_lib, reward_lib, train, trpo = _trpo_reward_env_train()
-    config.validate(train.TrainConfig())
+    env_lib, reward_lib, runconfig, trpo = _trpo_reward_env_runconfig()
+    config.validate(runconfig.TrainConfig())
     for name in reward_lib.PRESETS:
         reward_lib.validate(reward_lib.preset(name))
     for name in ("walk", "walk_cpu", "cpu_tiny", "run", "jump", "backflip", "spinkick", *CLIP_PRESETS):
-        train.resolve_defaults(train.load_train_config(name, []), "cpu")
+        runconfig.resolve_defaults(runconfig.load_train_config(name, []), "cpu")
 
 
 # DeepMimic's 15 humanoid3d clips but walk, and what each one's args file changes from walk's
@@ -322,17 +322,17 @@ CLIP_PRESETS = tuple(f"{clip}_cpu" for clip in CLIP_DIFFERENCES)
 
 @pytest.mark.parametrize("clip", sorted(CLIP_DIFFERENCES))
 def test_each_clip_preset_is_walk_cpu_with_deepmimics_per_clip_differences(clip):
-    _, _, train, _ = _trpo_reward_env_train()
-    walk = config.to_dict(train.load_train_config("walk_cpu", []))
-    preset = config.to_dict(train.load_train_config(f"{clip}_cpu", []))
+    _, _, runconfig, _ = _trpo_reward_env_runconfig()
+    walk = config.to_dict(runconfig.load_train_config("walk_cpu", []))
+    preset = config.to_dict(runconfig.load_train_config(f"{clip}_cpu", []))
     expected = {**walk, "env": {**walk["env"], "motion": clip, **CLIP_DIFFERENCES[clip]}}
     assert preset == expected
 
 
 def test_a_clip_preset_with_a_bad_field_is_refused_in_one_line():
-    _, _, train, _ = _trpo_reward_env_train()
+    _, _, runconfig, _ = _trpo_reward_env_runconfig()
     with pytest.raises(MimicError) as err:
-        train.load_train_config("crawl_cpu", ["env.fall_contact=floor"])
+        runconfig.load_train_config("crawl_cpu", ["env.fall_contact=floor"])
     assert str(err.value) == ("--set: env.fall_contact must be one of non_feet, non_feet_hands, deepmimic, reference, "
                               "got 'floor'")
 
@@ -340,33 +340,32 @@ def test_a_clip_preset_with_a_bad_field_is_refused_in_one_line():
 def test_train_diagnose_and_config_start_from_the_same_preset(monkeypatch, tmp_path, capsys):
     """Without --config every command that reads a training config takes the preset `train`
     picks: on a CPU walk_cpu, and with --motion CLIP that clip's CPU preset."""
-    from mimic_mjx import cli
+    from mimic_mjx import cli, runconfig, runner
 
-    _, _, train, _ = _trpo_reward_env_train()
     monkeypatch.chdir(tmp_path)
     for motion, preset in ((None, "walk_cpu"), ("crawl", "crawl_cpu")):
         flag = ["--motion", motion] if motion else []
-        trained, _ = train.config_from_args(cli.build_parser("train").parse_args(["train", *flag]))
+        trained, _ = runner.config_from_args(cli.build_parser("train").parse_args(["train", *flag]))
         diagnosed, name = cli.diagnose_config(cli.build_parser("diagnose").parse_args(["diagnose", *flag]))
-        expected = train.resolve_defaults(train.load_train_config(preset, []), "cpu")
+        expected = runconfig.resolve_defaults(runconfig.load_train_config(preset, []), "cpu")
         assert trained == expected
         assert (diagnosed.env, diagnosed.reward) == (expected.env, expected.reward) and name == "deepmimic_paper"
         assert f"config: {preset} (" in capsys.readouterr().out
     cli.main(["config"])
     printed = capsys.readouterr().out
     assert printed.startswith("# config: walk_cpu (")
-    assert config.load_config(train.TrainConfig, None, []) != train.load_train_config("walk_cpu", [])
+    assert config.load_config(runconfig.TrainConfig, None, []) != runconfig.load_train_config("walk_cpu", [])
     (tmp_path / "printed.yaml").write_text(printed)
-    assert train.load_train_config(tmp_path / "printed.yaml", []) == train.load_train_config("walk_cpu", [])
+    assert runconfig.load_train_config(tmp_path / "printed.yaml", []) == runconfig.load_train_config("walk_cpu", [])
 
 
 def test_resolve_defaults_checks_a_config_built_in_code():
-    _, _, train, _ = _trpo_reward_env_train()
-    config_ = train.TrainConfig()
+    _, _, runconfig, _ = _trpo_reward_env_runconfig()
+    config_ = runconfig.TrainConfig()
     with pytest.raises(MimicError, match=r"^trpo.max_kl must be > 0, got -1.0$"):
-        train.resolve_defaults(config_.replace(trpo=config_.trpo.replace(max_kl=-1.0)), "cpu")
+        runconfig.resolve_defaults(config_.replace(trpo=config_.trpo.replace(max_kl=-1.0)), "cpu")
     with pytest.raises(MimicError, match=r"^reward.pose_scale must be >= 0, got -2.0$"):
-        train.resolve_defaults(config_.replace(reward=config_.reward.replace(pose_scale=-2.0)), "cpu")
+        runconfig.resolve_defaults(config_.replace(reward=config_.reward.replace(pose_scale=-2.0)), "cpu")
 
 
 # ------------------------------------------------------- the reward section is RewardConfig
@@ -409,42 +408,42 @@ time_limit_minutes: 115.0
 
 
 def test_old_run_directory_config_still_loads(tmp_path):
-    _, reward_lib, train, _ = _trpo_reward_env_train()
+    _, reward_lib, runconfig, _ = _trpo_reward_env_runconfig()
     path = tmp_path / "config.yaml"
     path.write_text(OLD_RUN_CONFIG)
-    loaded = config.load_config(train.TrainConfig, path, [])
+    loaded = config.load_config(runconfig.TrainConfig, path, [])
     assert loaded.reward == reward_lib.preset("deepmimic_paper")
     assert loaded.trpo.max_kl == 0.05 and loaded.num_envs == 64 and loaded.time_limit_minutes == 115.0
     # A null override beside a set one: the set one wins, the null keeps the preset's value.
-    partial = config.load_config(train.TrainConfig, path, ["reward.pose_scale=3", "reward.com_scale=null"])
+    partial = config.load_config(runconfig.TrainConfig, path, ["reward.pose_scale=3", "reward.com_scale=null"])
     assert (partial.reward.pose_scale, partial.reward.com_scale) == (3.0, 10.0)
     # Saved again, it holds every resolved number and loads back to the same config.
     config.save_config(loaded, tmp_path / "new" / "config.yaml")
     saved = yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())
     assert saved["reward"]["pose_scale"] == 2.0 and "preset" not in saved["reward"]
-    assert config.load_config(train.TrainConfig, tmp_path / "new" / "config.yaml", []) == loaded
+    assert config.load_config(runconfig.TrainConfig, tmp_path / "new" / "config.yaml", []) == loaded
 
 
 def test_reward_is_a_preset_plus_its_own_fields(tmp_path):
-    _, reward_lib, train, _ = _trpo_reward_env_train()
-    assert not hasattr(train, "RewardSpec")
-    assert config.config_class(config.declared_fields(train.TrainConfig)["reward"][1]) is reward_lib.RewardConfig
+    _, reward_lib, runconfig, _ = _trpo_reward_env_runconfig()
+    assert not hasattr(runconfig, "RewardSpec")
+    assert config.config_class(config.declared_fields(runconfig.TrainConfig)["reward"][1]) is reward_lib.RewardConfig
     path = tmp_path / "r.yaml"
     path.write_text("reward: {preset: deepmimic_code, pose_scale: 3}\n")
-    code = train.load_train_config(path, [])
+    code = runconfig.load_train_config(path, [])
     assert code.reward == reward_lib.preset("deepmimic_code").replace(pose_scale=3.0)
     # A preset in a later layer starts the section afresh (the file's pose_scale goes); fields
     # in the same layer apply on top whatever their order.
-    paper = train.load_train_config(path, ["reward.pose_scale=5", "reward.preset=deepmimic_paper"])
+    paper = runconfig.load_train_config(path, ["reward.pose_scale=5", "reward.preset=deepmimic_paper"])
     assert paper.reward == reward_lib.preset("deepmimic_paper").replace(pose_scale=5.0)
-    assert train.load_train_config(path, ["reward.preset=original_port"]).reward == reward_lib.preset("original_port")
+    assert runconfig.load_train_config(path, ["reward.preset=original_port"]).reward == reward_lib.preset("original_port")
     # ... so `--resume --set reward.preset=...` on a saved config (every number set) takes effect.
     config.save_config(code, tmp_path / "run" / "config.yaml")
-    resumed = train.load_train_config(tmp_path / "run" / "config.yaml", ["reward.preset=deepmimic_paper"])
+    resumed = runconfig.load_train_config(tmp_path / "run" / "config.yaml", ["reward.preset=deepmimic_paper"])
     assert resumed.reward == reward_lib.preset("deepmimic_paper")
     # A base file's fields survive a child that sets fields but no preset.
     (tmp_path / "child.yaml").write_text("base: r.yaml\nreward: {velocity_scale: 0.5}\n")
-    child = train.load_train_config(tmp_path / "child.yaml", [])
+    child = runconfig.load_train_config(tmp_path / "child.yaml", [])
     assert (child.reward.pose_scale, child.reward.velocity_scale, child.reward.root_weight) == (3.0, 0.5, pytest.approx(0.2))
 
 
@@ -454,15 +453,15 @@ def test_reward_is_a_preset_plus_its_own_fields(tmp_path):
     ("reward.pose_scal=1", "--set: unknown key 'reward.pose_scal' (valid keys under 'reward': preset, pose_weight,"),
 ])
 def test_reward_section_errors(override, message):
-    _, _, train, _ = _trpo_reward_env_train()
+    _, _, runconfig, _ = _trpo_reward_env_runconfig()
     with pytest.raises(MimicError) as err:
-        train.load_train_config(None, [override])
+        runconfig.load_train_config(None, [override])
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
 def test_replace_applies_dotted_overrides_with_the_loaders_checks():
-    _, reward_lib, train, _ = _trpo_reward_env_train()
-    base = train.TrainConfig()
+    _, reward_lib, runconfig, _ = _trpo_reward_env_runconfig()
+    base = runconfig.TrainConfig()
     got = config.replace(base, {"reward.pose_scale": 4, "trpo.max_kl": 0.02}, "member 0")
     assert got.reward == base.reward.replace(pose_scale=4.0) and got.trpo == base.trpo.replace(max_kl=0.02)
     with pytest.raises(MimicError, match=r"^member 0: trpo.max_kl must be > 0, got -1.0$"):
@@ -497,32 +496,32 @@ def test_binary_config_file_is_one_line(tmp_path):
         config.load_config(Run, path, [])
 
 
-# ------------------------------------------------------------ the README's config table
+# ------------------------------------------------------------ docs/config.md's config table
 
-README = __import__("pathlib").Path(__file__).resolve().parent.parent / "README.md"
+CONFIG_DOC = __import__("pathlib").Path(__file__).resolve().parent.parent / "docs" / "config.md"
 BEGIN, END = "<!-- config-reference:begin (mimic-mjx config --list) -->", "<!-- config-reference:end -->"
 
 
 def test_config_reference_lists_every_key_with_its_declared_range():
-    from mimic_mjx import cli, sweep, train
+    from mimic_mjx import cli, runconfig, sweep
 
     text = cli.config_markdown()
-    for cls, start in ((train.TrainConfig, train.TrainConfig()), (sweep.SweepFile, None)):
-        table = config.markdown_table(cls, start=start)
+    for cls, start in ((runconfig.TrainConfig, runconfig.TrainConfig()), (sweep.SweepFile, None)):
+        table = config_docs.markdown_table(cls, start=start)
         assert table in text
         rows = {line.split(" | ")[0].strip("| `"): line for line in table.splitlines() if line.startswith("| `")}
-        for key, _, _, valid, doc in config.field_docs(cls, start=start):
+        for key, _, _, valid, doc in config_docs.field_docs(cls, start=start):
             assert f"| {valid or 'any'} |" in rows[key] and doc.replace("|", "\\|") in rows[key], key
-        assert len(rows) == len(config.field_docs(cls, start=start))
+        assert len(rows) == len(config_docs.field_docs(cls, start=start))
     assert "| `trpo.max_kl` | a float | 0.01 | > 0 |" in text
     assert "| `reward.preset` | a string | deepmimic_paper | one of deepmimic_paper, deepmimic_code, original_port, remedy_quick_fix, remedy_option1, remedy_option1_linear, remedy_option2, remedy_option3_linear, remedy_option3_square |" in text
 
 
-def test_readme_config_reference_is_the_generated_one():
-    """The README's config section is `mimic-mjx config --list`, pasted between the markers."""
+def test_config_doc_reference_is_the_generated_one():
+    """docs/config.md's config section is `mimic-mjx config --list`, pasted between the markers."""
     from mimic_mjx import cli
 
-    readme = README.read_text()
-    assert BEGIN in readme and END in readme, f"README.md lacks the markers {BEGIN} ... {END}"
-    pasted = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert pasted == cli.config_markdown().strip(), "README's config reference is stale: paste `mimic-mjx config --list`"
+    doc = CONFIG_DOC.read_text()
+    assert BEGIN in doc and END in doc, f"docs/config.md lacks the markers {BEGIN} ... {END}"
+    pasted = doc.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert pasted == cli.config_markdown().strip(), "docs/config.md's config reference is stale: paste `mimic-mjx config --list`"

@@ -41,7 +41,7 @@ KEYS = ("training/reward_mean", "training/advantage_std", "losses/kl", "losses/e
 SCRIPT = textwrap.dedent(r"""
     import json, pathlib, sys
     import jax
-    from mimic_mjx import config as cfglib, train
+    from mimic_mjx import config as cfglib, runconfig, runner, train
     physics, out, cache = sys.argv[1], sys.argv[2], sys.argv[3]
     # The tests' compile cache: the resumed halves compile the programs the full runs compiled.
     jax.config.update("jax_compilation_cache_dir", cache)
@@ -50,8 +50,8 @@ SCRIPT = textwrap.dedent(r"""
             "trpo.value_minibatches=4", "trpo.fvp_subsample=1", "checkpoint_every=2", f"env.physics={physics}",
             "env.physics_threads=1"]
     def run(name, devices, iterations, resume=False):
-        config = cfglib.load_config(train.TrainConfig, None, TINY + [f"devices={devices}", f"iterations={iterations}"])
-        result = train.train(config, f"{out}/{name}", resume=resume, progress=lambda line: None)
+        config = cfglib.load_config(runconfig.TrainConfig, None, TINY + [f"devices={devices}", f"iterations={iterations}"])
+        result = runner.train(config, f"{out}/{name}", resume=resume, progress=lambda line: None)
         placed[name] = len(result.state.env_state.obs.devices())
         return [{k: h[k] for k in h if isinstance(h[k], float)} for h in result.history]
     placed = {}

@@ -15,7 +15,7 @@ from mimic_mjx import env as env_lib
 from mimic_mjx import model as model_lib
 from mimic_mjx import motion
 from mimic_mjx import physics as physics_lib
-from mimic_mjx import train as train_lib
+from mimic_mjx import runconfig, runner, train as train_lib
 from mimic_mjx.errors import MimicError
 
 pytestmark = pytest.mark.timeout(600)
@@ -214,13 +214,25 @@ def test_each_fall_rule_names_the_bodies_of_deepmimics_args(mj_model):
     assert fall_bodies("deepmimic") == {"root", "chest", "neck"}
 
 
-def test_evaluation_measures_drift_instead_of_ending_on_it():
-    from mimic_mjx import evaluate, train
+def test_evaluation_measures_drift_instead_of_ending_on_it(staged_steps):
+    """The same 0.7 m and 0.3 m root moves as staged_steps' "drift" envs, stepped in the
+    evaluation's environment of a config that ends training episodes on them: the training
+    env ends envs 0 and 2 (drift, body error), the evaluation's ends none of them."""
+    from mimic_mjx import evaluate, runconfig
 
-    config = train.TrainConfig().replace(env=env_lib.EnvConfig(motion="walk", physics="native", max_root_drift=0.5))
-    assert evaluate.eval_env(config).config.max_root_drift == 0.0
-    assert evaluate.eval_env(config.replace(env=config.env.replace(max_body_error=0.5))).config.max_body_error == 0.0
-    assert evaluate.eval_env(config, rsi=True).config.rsi
+    config = runconfig.TrainConfig().replace(env=env_lib.EnvConfig(motion="walk", physics="native", max_root_drift=0.5,
+                                                                   max_body_error=0.5))
+    eval_env = evaluate.eval_env(config)
+    state = env_lib.reset_batch(eval_env, jax.random.PRNGKey(0), 4)
+    moved = state.data.qpos.at[:, 1].add(jnp.array([0.7, 0.3, 0.0, 0.0]))
+    moved = moved.at[:, 2].add(jnp.array([0.0, 0.0, 0.7, 0.3]))
+    state = state.replace(data=state.data.replace(qpos=moved))
+    after = jax.jit(jax.vmap(eval_env.step))(state, jnp.zeros((4, eval_env.action_size)))
+    assert np.asarray(staged_steps["drift"].terminated).tolist() == [True, False, True, False]
+    assert not np.asarray(after.termination["root_drift"]).any()
+    assert not np.asarray(after.termination["body_error"]).any()
+    assert not np.asarray(after.terminated).any()
+    assert not evaluate.eval_env(config).config.rsi and evaluate.eval_env(config, rsi=True).config.rsi
 
 
 def test_a_diverged_episode_is_reset_and_earns_nothing(staged_steps):
@@ -311,10 +323,10 @@ def test_training_still_runs_on_mjx_on_a_cpu(tmp_path):
     """`--set env.physics=mjx` on CPU: two iterations of the real iteration, finite metrics."""
     from mimic_mjx import config as cfglib
 
-    config = cfglib.load_config(train_lib.TrainConfig, None, [
+    config = cfglib.load_config(runconfig.TrainConfig, None, [
         "env.physics=mjx", "num_envs=4", "horizon=8", "iterations=2", "network.policy_hidden=[16]",
         "network.value_hidden=[16]", "trpo.value_minibatches=2"])
-    result = train_lib.train(config, tmp_path / "run", progress=lambda _: None)
+    result = runner.train(config, tmp_path / "run", progress=lambda _: None)
     assert len(result.history) == 2
     assert all(np.isfinite(v) for m in result.history for v in m.values())
     assert (tmp_path / "run" / "config.yaml").read_text().count("physics: mjx") == 1

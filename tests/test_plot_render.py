@@ -100,14 +100,15 @@ def random_policy(gl_backend, tmp_path_factory):
 
     from mimic_mjx import checkpoint
     from mimic_mjx import config as cfglib
+    from mimic_mjx import evaluate
     from mimic_mjx import env as env_lib
     from mimic_mjx import networks as nets
     from mimic_mjx import policy as policy_lib
-    from mimic_mjx import train as train_lib
+    from mimic_mjx import runconfig, train as train_lib
 
-    config = train_lib.TrainConfig(
+    config = runconfig.TrainConfig(
         env=env_lib.EnvConfig(motion="walk", episode_seconds=0.5),  # a reset inside the 1 s video
-        network=train_lib.NetworkConfig(policy_hidden=(8,), value_hidden=(8,)),
+        network=runconfig.NetworkConfig(policy_hidden=(8,), value_hidden=(8,)),
         num_envs=1,
     )
     probe = env_lib.ImitationEnv(config.env)
@@ -118,7 +119,7 @@ def random_policy(gl_backend, tmp_path_factory):
     folder = tmp_path_factory.mktemp("policy") / "random"
     cfglib.save_config(config, folder / policy_lib.CONFIG)
     checkpoint.save_tree(folder / policy_lib.WEIGHTS, {"policy_params": params, "normalizer": bundle.normalizer})
-    env = policy_lib.make_env(bundle)
+    env = evaluate.eval_env(bundle.config)
     return env, policy_lib.act(bundle, env), folder
 
 
@@ -169,7 +170,7 @@ def test_simulate_rows_and_episode_reset(random_policy):
 
 @pytest.mark.timeout(600)
 def test_render_cli_on_a_policy_folder(tmp_path, random_policy, capsys):
-    """`mimic-mjx render FOLDER`: policy.load, make_env, act and render, end to end (GIF)."""
+    """`mimic-mjx render FOLDER`: policy.load, evaluate.eval_env, act and render, end to end (GIF)."""
     pytest.importorskip("imageio", reason="reading the video back needs imageio")
     _, _, folder = random_policy
     out = tmp_path / "v.gif"

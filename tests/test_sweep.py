@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mimic_mjx import sweep as sweep_lib
-from mimic_mjx import train as train_lib
+from mimic_mjx import runconfig, runner
 from mimic_mjx.errors import MimicError
 
 SWEEP = """
@@ -43,7 +43,7 @@ def test_members_match_separate_runs(swept, tmp_path):
     assert len(sweep.members) == 2
     rows = [json.loads(line) for line in (root / "out" / "metrics.jsonl").read_text().splitlines()]
     for member in sweep.members:
-        alone = train_lib.train(sweep.member_config(member), tmp_path / f"m{member.index}", progress=lambda _: None)
+        alone = runner.train(sweep.member_config(member), tmp_path / f"m{member.index}", progress=lambda _: None)
         mine = [r for r in rows if r["member"] == member.index]
         assert len(mine) == len(alone.history) == 2
         for a, b in zip(mine, alone.history):
@@ -181,8 +181,8 @@ def test_grid_takes_train_keys_reward_and_trpo(tmp_path):
     assert first.overrides == {"reward.pose_scale": 1e-3, "trpo.max_kl": 0.01} and first.seed == 0
     assert last.overrides == {"reward.pose_scale": 2.0, "trpo.max_kl": 0.05} and last.seed == 1
     config = sweep.member_config(last)
-    alone = train_lib.load_train_config("cpu_tiny", ["reward.pose_scale=2", "trpo.max_kl=0.05", "seed=1"])
-    assert config == train_lib.resolve_defaults(alone)  # what `train --set` would run
+    alone = runconfig.load_train_config("cpu_tiny", ["reward.pose_scale=2", "trpo.max_kl=0.05", "seed=1"])
+    assert config == runconfig.resolve_defaults(alone)  # what `train --set` would run
     assert first.label == "reward.pose_scale=0.001 trpo.max_kl=0.01 seed=0"
 
 
@@ -223,7 +223,7 @@ def test_every_vmapped_leaf_is_a_grid_axis():
 
 def test_shipped_sweep_files_load():
     for name in ("sweep_reward_scales", "sweep_cpu_tiny"):
-        sweep = sweep_lib.load_sweep(f"{train_lib.CONFIG_DIR}/{name}.yaml")
+        sweep = sweep_lib.load_sweep(f"{runconfig.CONFIG_DIR}/{name}.yaml")
         assert all(set(m.overrides) <= set(sweep_lib.sweepable_keys()) for m in sweep.members)
 
 
@@ -242,7 +242,7 @@ def test_seed_remedies_sweep_members_score_as_their_presets():
 
     from mimic_mjx import reward as reward_lib
 
-    sweep = sweep_lib.load_sweep(train_lib.CONFIG_DIR / "sweep_seed_remedies.yaml")
+    sweep = sweep_lib.load_sweep(runconfig.CONFIG_DIR / "sweep_seed_remedies.yaml")
     names = ["deepmimic_paper", "remedy_quick_fix", "remedy_option1", "remedy_option1_linear", "remedy_option2",
              "remedy_option3_linear", "remedy_option3_square"]
     assert len(sweep.members) == len(names)

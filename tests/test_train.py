@@ -22,7 +22,7 @@ import pytest
 from mimic_mjx import config as cfglib
 from mimic_mjx import env as env_lib
 from mimic_mjx import reward as reward_lib
-from mimic_mjx import train
+from mimic_mjx import critic, runconfig, runner, train
 from mimic_mjx.errors import MimicError
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,8 +36,8 @@ TINY = [
 ]
 
 
-def tiny_config(*more) -> train.TrainConfig:
-    return cfglib.load_config(train.TrainConfig, None, TINY + list(more))
+def tiny_config(*more) -> runconfig.TrainConfig:
+    return cfglib.load_config(runconfig.TrainConfig, None, TINY + list(more))
 
 
 # ------------------------------------------------------------------------- configs
@@ -46,12 +46,12 @@ def tiny_config(*more) -> train.TrainConfig:
 def test_reward_preset_and_overrides_from_yaml_and_set(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("reward: {preset: deepmimic_code, pose_scale: 3}\n")
-    config = train.load_train_config(path, [])
+    config = runconfig.load_train_config(path, [])
     resolved = config.reward
     assert float(resolved.pose_scale) == 3.0
     # Untouched fields keep deepmimic_code's values: root weight 0.2 (SceneImitate.cpp line 9-19).
     assert float(resolved.root_weight) == pytest.approx(0.2)
-    config = train.load_train_config(path, ["reward.pose_scale=5", "reward.preset=deepmimic_paper"])
+    config = runconfig.load_train_config(path, ["reward.pose_scale=5", "reward.preset=deepmimic_paper"])
     resolved = config.reward
     # Paper preset: end-effector scale 40 (eq. 9); override wins for pose.
     assert (float(resolved.pose_scale), float(resolved.end_effector_scale)) == (5.0, 40.0)
@@ -72,7 +72,7 @@ def test_reward_preset_and_overrides_from_yaml_and_set(tmp_path):
 ])
 def test_bad_override_is_one_line(overrides, words):
     with pytest.raises(MimicError) as err:
-        train.load_train_config(None, overrides)
+        runconfig.load_train_config(None, overrides)
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
@@ -80,33 +80,33 @@ def test_malformed_yaml_is_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("trpo: {max_kl: 0.01\nhorizon: 3\n")
     with pytest.raises(MimicError) as err:
-        train.load_train_config(path, [])
+        runconfig.load_train_config(path, [])
     assert str(path) in str(err.value) and "malformed YAML" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_presets_load_and_inherit():
     names = ["walk", "run", "jump", "backflip", "spinkick", "cpu_tiny"]
-    walk = train.load_train_config("walk", [])
+    walk = runconfig.load_train_config("walk", [])
     for name in names:
-        config = train.load_train_config(name, [])
+        config = runconfig.load_train_config(name, [])
         # The package's presets are the repository's files (mimic_mjx/configs links to them).
-        assert train.find_config(name).resolve() == (REPO / "configs" / f"{name}.yaml").resolve()
+        assert runconfig.find_config(name).resolve() == (REPO / "configs" / f"{name}.yaml").resolve()
         if name in ("run", "jump", "backflip", "spinkick"):
             # Everything but the clip comes from walk.yaml through `base:`.
             assert config.env.motion == name
             assert config.replace(env=walk.env) == walk
     with pytest.raises(MimicError, match="not found"):
-        train.find_config("no_such_preset")
+        runconfig.find_config("no_such_preset")
 
 
 def test_num_envs_resolves_per_backend():
-    config = train.load_train_config("walk", [])
+    config = runconfig.load_train_config("walk", [])
     assert config.num_envs is None
-    assert train.resolve_defaults(config, "gpu").num_envs == train.GPU_NUM_ENVS
-    assert train.resolve_defaults(config, "cpu").num_envs == train.CPU_NUM_ENVS
-    assert train.resolve_defaults(config.replace(num_envs=7), "gpu").num_envs == 7
+    assert runconfig.resolve_defaults(config, "gpu").num_envs == runconfig.GPU_NUM_ENVS
+    assert runconfig.resolve_defaults(config, "cpu").num_envs == runconfig.CPU_NUM_ENVS
+    assert runconfig.resolve_defaults(config.replace(num_envs=7), "gpu").num_envs == 7
     with pytest.raises(MimicError, match="horizon must be >= 1"):
-        train.resolve_defaults(config.replace(horizon=0), "cpu")
+        runconfig.resolve_defaults(config.replace(horizon=0), "cpu")
 
 
 # --------------------------------------------------------------------- health alarms
@@ -116,40 +116,40 @@ HEALTHY = {"training/reward_fraction_of_max": 0.3, "training/advantage_std": 0.5
 
 
 def test_healthy_metrics_raise_nothing():
-    health, messages = train.check_health(HEALTHY, train.Health())
-    assert messages == [] and health == train.Health()
+    health, messages = runner.check_health(HEALTHY, runner.Health())
+    assert messages == [] and health == runner.Health()
 
 
 def test_vanishing_reward_alarm_once():
     metrics = {**HEALTHY, "training/reward_fraction_of_max": 2e-4}  # below 1e-3
-    health, messages = train.check_health(metrics, train.Health(), motion="jump")
+    health, messages = runner.check_health(metrics, runner.Health(), motion="jump")
     assert len(messages) == 1
     assert "reward vanishingly small" in messages[0] and "mimic-mjx diagnose --motion jump" in messages[0]
-    health, messages = train.check_health(metrics, health, motion="jump")
+    health, messages = runner.check_health(metrics, health, motion="jump")
     assert messages == []  # printed once per run
 
 
 def test_flat_advantages_alarm():
-    _, messages = train.check_health({**HEALTHY, "training/advantage_std": 0.0}, train.Health())
+    _, messages = runner.check_health({**HEALTHY, "training/advantage_std": 0.0}, runner.Health())
     assert len(messages) == 1 and "advantage std" in messages[0]
 
 
 def test_rejected_line_search_alarm_after_three_in_a_row():
     rejected = {**HEALTHY, "trpo/accepted": 0.0, "losses/kl": 0.0}
-    health = train.Health()
+    health = runner.Health()
     for _ in range(2):
-        health, messages = train.check_health(rejected, health)
+        health, messages = runner.check_health(rejected, health)
         assert messages == []
-    health, _ = train.check_health(HEALTHY, health)  # an accepted step resets the streak
+    health, _ = runner.check_health(HEALTHY, health)  # an accepted step resets the streak
     assert health.rejected_streak == 0
     for expected in ([], [], ["stalled_policy"]):
-        health, messages = train.check_health(rejected, health)
+        health, messages = runner.check_health(rejected, health)
         assert [m.split(":")[0].split()[1] for m in messages] == expected
     assert "3 iterations in a row" in messages[0]
 
 
 def test_nonfinite_metric_alarm():
-    _, messages = train.check_health({**HEALTHY, "losses/value_loss": math.nan}, train.Health())
+    _, messages = runner.check_health({**HEALTHY, "losses/value_loss": math.nan}, runner.Health())
     assert len(messages) == 1 and "losses/value_loss" in messages[0]
 
 
@@ -210,7 +210,7 @@ PROBE_REWARD = reward_lib.RewardConfig(pose_weight=1.0)  # max_reward = 1
 
 
 def probe_config(**trpo_leaves):
-    config = cfglib.from_dict(train.TrainConfig, {
+    config = cfglib.from_dict(runconfig.TrainConfig, {
         "num_envs": 64, "horizon": 4, "network": {"policy_hidden": [16], "value_hidden": [16]},
         "trpo": {"value_minibatches": 4, **trpo_leaves},
     }, "probe")
@@ -310,11 +310,11 @@ def test_stabilisers_are_leaves_a_sweep_vmaps():
 
 def test_decay_alarm_hand_cases():
     best = [0.2, 0.5, 0.8, 0.81]
-    assert train.check_decay(best + [0.75, 0.74], 0.05, 3) is None  # only two evaluations past the margin
-    message = train.check_decay(best + [0.75, 0.74, 0.70], 0.05, 3)
+    assert runner.check_decay(best + [0.75, 0.74], 0.05, 3) is None  # only two evaluations past the margin
+    message = runner.check_decay(best + [0.75, 0.74, 0.70], 0.05, 3)
     assert message is not None and "0.810 (evaluation 4)" in message and "trpo.learn_std=0" in message
-    assert train.check_decay(best + [0.75, 0.77, 0.70], 0.05, 3) is None  # 0.77 is within 0.05 of 0.81
-    assert train.check_decay([0.9, 0.1, 0.1], 0.05, 3) is None  # nothing before the last three
+    assert runner.check_decay(best + [0.75, 0.77, 0.70], 0.05, 3) is None  # 0.77 is within 0.05 of 0.81
+    assert runner.check_decay([0.9, 0.1, 0.1], 0.05, 3) is None  # nothing before the last three
 
 
 @pytest.mark.parametrize("truncate", [True, False])
@@ -343,7 +343,7 @@ def test_gae_bootstraps_from_the_next_obs_as_from_the_final_obs(truncate):
     hyper = trpo_lib.TrpoConfig(gamma=0.9, gae_lambda=0.8)
     adv, returns, values = jax.jit(train.compute_advantages, static_argnums=0)(value, params, normalizer, traj, hyper)
     v = lambda x: value.apply(params, nets.normalize(normalizer, x))  # noqa: E731
-    expected_adv, expected_returns = trpo_lib.compute_gae(traj.rewards, v(obs), v(final_obs), terminated, truncated,
+    expected_adv, expected_returns = critic.compute_gae(traj.rewards, v(obs), v(final_obs), terminated, truncated,
                                                           0.9, 0.8)
     np.testing.assert_allclose(values, v(obs), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(adv, expected_adv, rtol=1e-5, atol=1e-5)
@@ -377,7 +377,7 @@ def run(tmp_path_factory):
     """4 iterations of the humanoid (checkpoints at 2 and 4), with their progress lines."""
     out = tmp_path_factory.mktemp("runs") / "straight"
     lines = []
-    result = train.train(tiny_config("iterations=4"), out, progress=lines.append)
+    result = runner.train(tiny_config("iterations=4"), out, progress=lines.append)
     return result, lines
 
 
@@ -390,8 +390,8 @@ def test_run_writes_config_metrics_checkpoints_and_progress(run):
     assert lines[1] == "compiling the training iteration (first call) ..."
     assert lines[2].startswith("compiled in ")
     assert sum(line.startswith("iter ") for line in lines) == 4
-    saved = cfglib.load_config(train.TrainConfig, out / "config.yaml", [])
-    assert saved == train.resolve_defaults(tiny_config("iterations=4"))
+    saved = cfglib.load_config(runconfig.TrainConfig, out / "config.yaml", [])
+    assert saved == runconfig.resolve_defaults(tiny_config("iterations=4"))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["training/iteration"] for r in records] == [1, 2, 3, 4]
     assert [r["training/env_steps"] for r in records] == [256, 512, 768, 1024]  # 16 envs x 16 steps
@@ -421,7 +421,7 @@ def test_resume_continues_bit_for_bit(run, tmp_path):
     shutil.copytree(straight.run_dir, out)
     shutil.rmtree(out / "checkpoints" / "4")  # as if killed after iteration 4's metrics line
     lines = []
-    resumed = train.train(tiny_config("iterations=4"), out, resume=True, progress=lines.append)
+    resumed = runner.train(tiny_config("iterations=4"), out, resume=True, progress=lines.append)
     assert lines[0] == f"resumed {out} at iteration 2"
     deterministic = lambda m: {k: v for k, v in m.items() if not k.startswith("charts/")}  # noqa: E731
     got = [deterministic(m) for m in resumed.history]
@@ -438,7 +438,7 @@ def test_resume_continues_bit_for_bit(run, tmp_path):
 def test_resume_with_another_network_is_one_line(run):
     result, _ = run
     with pytest.raises(MimicError) as err:
-        train.train(tiny_config("iterations=6", "network.policy_hidden=[8,8]"), result.run_dir, resume=True,
+        runner.train(tiny_config("iterations=6", "network.policy_hidden=[8,8]"), result.run_dir, resume=True,
                     progress=lambda _: None)
     message = str(err.value)
     assert str(result.run_dir.resolve() / "checkpoints") in message and "\n" not in message
@@ -457,7 +457,7 @@ def test_humanoid_improves_with_the_cpu_recipe(tmp_path):
     # the signal that separates learning from noise here; the reward only has to rise.
     config = tiny_config("iterations=60", "checkpoint_every=1000", "seed=1", "reward.preset=deepmimic_code",
                          "trpo.gamma=0.8", "trpo.max_kl=0.1")
-    history = train.train(config, tmp_path / "learn", progress=lambda _: None).history
+    history = runner.train(config, tmp_path / "learn", progress=lambda _: None).history
     mean = lambda key, part: float(np.mean([m[key] for m in part]))  # noqa: E731
     # Skip the first 2 iterations: every env starts fresh at a reference state, which inflates
     # reward and truncates episode lengths at 16 steps, whatever the policy.
@@ -470,7 +470,7 @@ def test_humanoid_improves_with_the_cpu_recipe(tmp_path):
 def test_new_run_refuses_a_used_directory(run):
     result, _ = run
     with pytest.raises(MimicError, match="--resume"):
-        train.train(tiny_config("iterations=4"), result.run_dir, progress=lambda _: None)
+        runner.train(tiny_config("iterations=4"), result.run_dir, progress=lambda _: None)
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -595,7 +595,7 @@ def test_resume_and_eval_fall_back_from_a_damaged_newest_checkpoint(run, tmp_pat
     assert bundle.iteration == 2 and lines[-1] == "using checkpoint 2 instead of 4"
     assert (out / "checkpoints" / "4").is_dir()  # eval reads; it does not move anything
     lines = []
-    resumed = train.train(tiny_config("iterations=4"), out, resume=True, progress=lines.append)
+    resumed = runner.train(tiny_config("iterations=4"), out, resume=True, progress=lines.append)
     assert lines[0].startswith("checkpoint 4 of ") and "set aside" in lines[0]
     assert lines[1] == "using checkpoint 2 instead of 4" and lines[2] == f"resumed {out} at iteration 2"
     deterministic = lambda m: {k: v for k, v in m.items() if not k.startswith("charts/")}  # noqa: E731

@@ -15,19 +15,8 @@ from jax.flatten_util import ravel_pytree
 
 from mimic_mjx.errors import MimicError
 from mimic_mjx.networks import PolicyNetwork, ValueNetwork, gaussian_kl
-from mimic_mjx.trpo import (
-    TrpoBatch,
-    TrpoConfig,
-    compute_gae,
-    conjugate_gradient,
-    explained_variance,
-    fisher_vector_product,
-    fit_value,
-    scheduled_max_kl,
-    trpo_step,
-    value_optimizer,
-    value_target_bounds,
-)
+from mimic_mjx.critic import compute_gae, explained_variance, fit_value, value_optimizer, value_target_bounds
+from mimic_mjx.trpo import TrpoBatch, TrpoConfig, conjugate_gradient, fisher_vector_product, scheduled_max_kl, trpo_step
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,7 +17,7 @@ import jax
 
 import mimic_mjx  # noqa: F401  (the CPU XLA flags, before JAX starts)
 from mimic_mjx import networks as nets
-from mimic_mjx import train
+from mimic_mjx import critic, runconfig, train
 from mimic_mjx import trpo as trpo_lib
 
 
@@ -32,7 +32,7 @@ def median_ms(fn, *args, calls: int = 31) -> float:
 
 
 def main(overrides: list[str]) -> None:
-    config = train.resolve_defaults(train.load_train_config("walk_cpu", overrides))
+    config = runconfig.resolve_defaults(runconfig.load_train_config("walk_cpu", overrides))
     env, _ = train.build_env(config)
     policy, value = train.make_networks(env, config)
     state = jax.jit(lambda k: train.init(env, config, k, config.reward))(jax.random.PRNGKey(0))
@@ -54,7 +54,7 @@ def main(overrides: list[str]) -> None:
     step = jax.jit(lambda p, b, c: trpo_lib.trpo_step(policy.apply, p, b, c))
 
     def fit(obs, targets, values_before=None):
-        return trpo_lib.fit_value(value.apply, state.value_params, state.value_opt_state, trpo_lib.value_optimizer(),
+        return critic.fit_value(value.apply, state.value_params, state.value_opt_state, critic.value_optimizer(),
                                   obs, targets, key, hyper.value_epochs, hyper.value_minibatches,
                                   learning_rate=state.trpo.value_lr, values_before=values_before)
 

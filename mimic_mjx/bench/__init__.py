@@ -28,7 +28,7 @@ policy inference and the update (`time_split`) from the rows of its backend.
 `--profile DIR` records one extra, untimed call of each compiled row (all but native and
 brax) with `jax.profiler`, in DIR/<row>-<batch>.
 
-Every row times whole chunks of `train.TrainConfig.horizon` control steps (physics rows: the
+Every row times whole chunks of `runconfig.TrainConfig.horizon` control steps (physics rows: the
 same simulated time, horizon × substeps physics steps), so `--steps` is rounded up to whole
 chunks. Ratios must survive a shared machine, so the env and policy rows alternate their calls
 with calls of the physics row's compiled function, and the train row with the policy row's
@@ -140,7 +140,7 @@ def add_arguments(parser) -> None:
                         help=f"rows to run, of {','.join(ROWS)} (default: {','.join(DEFAULT_ROWS)})")
     parser.add_argument("--config", default=None, metavar="PRESET",
                         help="training preset or YAML whose networks, horizon, reward and env the rows use "
-                             "(default: TrainConfig's defaults, the GPU walk preset); --batch still sets the batch")
+                             "(default: the preset `mimic-mjx train` picks, walk_cpu on a CPU); --batch still sets the batch")
     parser.add_argument("--physics", default=None, metavar="P1,P2",
                         help="physics backends of the physics, env, policy and train rows, of mjx,native "
                              "(default: mjx,native on CPU, mjx on an accelerator)")
@@ -154,11 +154,6 @@ def run_cli(args) -> int:
     """Run `mimic-mjx bench` from parsed `args`; bad flags raise MimicError (one line)."""
     rows = parse_rows(args.rows)
     steps = parse_steps(args.steps)
-    config = None
-    if getattr(args, "config", None):
-        from mimic_mjx import train
-
-        config = train.load_train_config(args.config, [])
     if args.profile:
         try:
             os.makedirs(args.profile, exist_ok=True)
@@ -168,8 +163,14 @@ def run_cli(args) -> int:
         CPU_BATCHES if jax.default_backend() == "cpu" else GPU_BATCHES)
     physics = parse_physics(args.physics) if getattr(args, "physics", None) else (
         ("mjx", "native") if jax.default_backend() == "cpu" else ("mjx",))
+    from mimic_mjx import runconfig
+
+    # After the flags are checked; the preset train would run, said on stderr so --json's
+    # stdout stays one report.
+    preset = getattr(args, "config", None) or runconfig.announce_default(stream=sys.stderr)
+    config = runconfig.load_train_config(preset, [])
     command = (f"mimic-mjx bench --batch {','.join(map(str, batches))} --steps {steps} --rows {','.join(rows)}"
-               f" --physics {','.join(physics)}" + (f" --config {args.config}" if config is not None else "")
+               f" --physics {','.join(physics)} --config {preset}"
                + (f" --profile {args.profile}" if args.profile else "") + (" --json" if args.json else ""))
     report = run_benchmark(batches, rows, steps, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
                            command=command, profile_dir=args.profile, physics=physics, config=config)

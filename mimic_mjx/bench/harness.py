@@ -62,7 +62,7 @@ class Bench:
     """What every row shares: the env, the default training config, chunking, progress."""
 
     envs: dict  # physics backend -> env_lib.ImitationEnv
-    train_config: Any  # train.TrainConfig
+    train_config: Any  # runconfig.TrainConfig
     steps: int
     progress: Callable[[str], Any]
     profile_dir: str | None = None  # --profile: one extra call of each row under jax.profiler
@@ -84,10 +84,10 @@ class Bench:
         return chunk_count(self.steps, self.horizon)
 
     def config_for(self, batch: int):
-        from mimic_mjx import train
+        from mimic_mjx import runconfig
 
         config = self.train_config.replace(num_envs=batch)
-        return train.resolve_defaults(config.replace(env=config.env.replace(physics=self.env.physics.backend)))
+        return runconfig.resolve_defaults(config.replace(env=config.env.replace(physics=self.env.physics.backend)))
 
     def setup(self, batch: int):
         """`train.init` state for `batch` envs, compiled and run once per batch."""
@@ -199,9 +199,9 @@ def skipped(name: str, batch: int, reason: str) -> dict:
 
 
 def build(steps: int, progress, profile_dir: str | None = None, physics=("mjx",), config=None) -> Bench:
-    from mimic_mjx import train
+    from mimic_mjx import runconfig, train
 
-    config = train.TrainConfig() if config is None else config
+    config = runconfig.TrainConfig() if config is None else config
     envs = {p: train.build_env(config.replace(env=config.env.replace(physics=p)))[0] for p in physics}
     return Bench(envs=envs, train_config=config, steps=steps, progress=progress, profile_dir=profile_dir)
 

@@ -1,0 +1,152 @@
+"""Several processes as one run (distributed.py), on localhost with one CPU device each.
+
+The expected values are the same run in one process with two forced CPU devices: the same
+mesh of two devices and the same program, with the sums between devices done by Gloo instead
+of inside one process, so metrics agree to the rounding of those sums (tests/test_parallel.py
+says why only the first iteration is compared across layouts).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import mimic_mjx
+from mimic_mjx import distributed
+from mimic_mjx.errors import MimicError
+
+from test_parallel import KEYS, RTOL, _close, _forced
+
+TINY = ["num_envs=16", "horizon=16", "network.policy_hidden=[32,32]", "network.value_hidden=[32,32]",
+        "trpo.value_minibatches=4", "trpo.fvp_subsample=1", "checkpoint_every=2", "env.physics=native",
+        "env.physics_threads=1", "iterations=3", "eval_every=3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _train_args(out, extra=()):
+    sets = [a for item in TINY for a in ("--set", item)]
+    return ["-m", "mimic_mjx", "train", "--config", "cpu_tiny", *sets, "--out", str(out), *extra]
+
+
+def _one_device_env():
+    # One CPU device per process (no forced count), mimic_mjx's CPU flags kept.
+    return dict(os.environ, XLA_FLAGS=mimic_mjx.CPU_XLA_FLAGS.strip())
+
+
+# ----------------------------------------------------------------- refusals, before JAX starts
+
+
+class _Args:
+    def __init__(self, **kw):
+        self.distributed = kw.pop("distributed", False)
+        self.coordinator = kw.pop("coordinator", None)
+        self.num_processes = kw.pop("num_processes", None)
+        self.process_id = kw.pop("process_id", None)
+        self.distributed_timeout = kw.pop("distributed_timeout", distributed.DEFAULT_TIMEOUT_S)
+
+
+@pytest.fixture
+def no_jax_env(monkeypatch):
+    for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES, distributed.ENV_PROCESS_ID):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_no_settings_is_one_process(no_jax_env, monkeypatch):
+    assert not distributed.settings_from_args(_Args()).enabled
+    # JAX's coordinator variable alone (some clusters set it) does not ask for several processes.
+    monkeypatch.setenv(distributed.ENV_COORDINATOR, "node1:1234")
+    assert not distributed.settings_from_args(_Args()).enabled
+
+
+def test_settings_come_from_flags_then_jax_variables(no_jax_env, monkeypatch):
+    monkeypatch.setenv(distributed.ENV_COORDINATOR, "node1:1234")
+    monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "4")
+    monkeypatch.setenv(distributed.ENV_PROCESS_ID, "3")
+    assert distributed.settings_from_args(_Args()) == distributed.Settings("node1:1234", 4, 3)
+    flags = _Args(coordinator="node2:99", num_processes=2, process_id=1)
+    assert distributed.settings_from_args(flags) == distributed.Settings("node2:99", 2, 1)
+    auto = distributed.settings_from_args(_Args(distributed=True)).auto
+    assert auto is False  # the variables above already say everything
+    monkeypatch.delenv(distributed.ENV_NUM_PROCESSES)
+    monkeypatch.delenv(distributed.ENV_PROCESS_ID)
+    assert distributed.settings_from_args(_Args(distributed=True)).auto  # left to JAX's cluster detection
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(coordinator="h:1", num_processes=2, process_id=2),
+     "--process-id 2 is out of range for --num-processes 2 (0 .. 1)"),
+    (dict(coordinator="h:1", num_processes=2, process_id=-1),
+     "--process-id -1 is out of range for --num-processes 2 (0 .. 1)"),
+    (dict(coordinator="h:1", num_processes=0, process_id=0), "--num-processes must be >= 1, got 0"),
+    (dict(num_processes=2, process_id=0), "a multi-process run needs --coordinator, --num-processes and --process-id "
+     "(or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); missing --coordinator"),
+    (dict(coordinator="nodeport", num_processes=2, process_id=0),
+     "--coordinator 'nodeport': expected HOST:PORT, e.g. node001:12355"),
+    (dict(coordinator="h:1", num_processes=2, process_id=0, distributed_timeout=0),
+     "--distributed-timeout must be > 0 seconds, got 0"),
+])
+def test_bad_settings_are_one_line(no_jax_env, kw, message):
+    with pytest.raises(MimicError) as err:
+        distributed.settings_from_args(_Args(**kw))
+    assert str(err.value) == message
+
+
+def test_an_unreachable_coordinator_is_one_line_within_the_timeout(no_jax_env):
+    port = _free_port()  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(MimicError, match=rf"^--coordinator localhost:{port}: nothing answered within 1.5 s"):
+        distributed.wait_for_coordinator(f"localhost:{port}", 1.5)
+    assert 1.5 <= time.monotonic() - start < 10
+
+
+def test_the_cli_refuses_before_jax_starts(tmp_path):
+    port = _free_port()
+    out = subprocess.run([sys.executable, *_train_args(tmp_path / "run", ["--coordinator", f"localhost:{port}",
+                                                                         "--num-processes", "2", "--process-id", "1",
+                                                                         "--distributed-timeout", "2"])],
+                         env=_one_device_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --coordinator localhost:{port}: nothing answered within 2 s")
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------- two processes against two devices
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
+    port = _free_port()
+    run = tmp_path / "two_processes"
+    flags = ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--distributed-timeout", "120"]
+    procs = [subprocess.Popen([sys.executable, *_train_args(run, [*flags, "--process-id", str(i)])],
+                              env=_one_device_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    outs = [p.communicate(timeout=1700) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    reference = _forced(_train_args(tmp_path / "two_devices", ["--set", "devices=2"]))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    ref = [json.loads(line) for line in (tmp_path / "two_devices" / "metrics.jsonl").read_text().splitlines()]
+    # Process 0 alone wrote the metrics: one line per iteration, not one per process.
+    assert [r["training/iteration"] for r in rows] == [r["training/iteration"] for r in ref] == [1, 2, 3]
+    assert not _close(rows[0], ref[0]), _close(rows[0], ref[0])
+    assert set(KEYS) <= set(rows[0]) and RTOL <= 2e-2
+    # Process 1 said who writes, and nothing else of the run; process 0 printed the progress.
+    assert "process 1 of 2: training with the others; process 0 writes" in outs[1][0]
+    assert "iter" not in outs[1][0] and "iter     3/3" in outs[0][0]
+    # Both processes wrote the checkpoints together (orbax); the evaluation is process 0's.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "3"]
+    assert len((run / "eval.jsonl").read_text().splitlines()) == 1 and (run / "best" / "meta.json").exists()
