@@ -139,7 +139,6 @@ def test_outputs_and_extract(swept, tmp_path):
         ("train: cpu_tiny\ngrid: {}\n", "'grid' has no members"),
         ("train: cpu_tiny\nmembers: []\n", "'members' has no members"),
         ("train: cpu_tiny\n", "give exactly one of 'grid' or 'members'"),
-        ("grid: {reward.pose_scale: [1]}\n", "missing required key 'train'"),
         ("train: cpu_tiny\ngrid: {reward.pose_scale: [1]}\nbogus: 1\n", "unknown key 'bogus'"),
         ("train: cpu_tiny\ngrid: {reward.pose_scale: [a]}\n",
          "'grid.reward.pose_scale' must be a list of floats, got ['a']"),
@@ -257,3 +256,12 @@ def test_seed_remedies_sweep_members_score_as_their_presets():
         assert float(got) == pytest.approx(float(want), rel=1e-6), name
         assert float(reward_lib.max_reward(sweep.member_config(member).reward)) == pytest.approx(
             float(reward_lib.max_reward(reward_lib.preset(name)))), name
+
+
+def test_a_sweep_without_train_starts_from_the_preset_train_picks(tmp_path):
+    path = tmp_path / "no_base.yaml"
+    path.write_text("grid: {reward.pose_scale: [1, 2]}\n")
+    sweep = sweep_lib.load_sweep(path)
+    # walk_cpu on a CPU, walk on an accelerator: what `mimic-mjx train` with no --config runs.
+    preset = "walk_cpu" if __import__("jax").default_backend() == "cpu" else "walk"
+    assert sweep.base == runconfig.resolve_defaults(runconfig.load_train_config(preset, []))
