@@ -72,6 +72,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def local_copy(x: jax.Array) -> np.ndarray:
+    """This process's first shard of `x` on the host: the whole array when it is replicated
+    or on one device; under a batch split, the leading environments of that shard."""
+    return np.asarray(x.addressable_shards[0].data)
+
+
 def jit(fn: Callable, out_shardings: Any = None) -> Callable:
     """`jax.jit(fn)`, with its outputs pinned to `out_shardings` when given (a layout over
     several devices: leaves made inside the program, like resets, keep their place)."""

@@ -17,7 +17,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import numpy as np
 
 from mimic_mjx import checkpoint
 from mimic_mjx import compiled
@@ -142,6 +141,27 @@ def trim_log(path: pathlib.Path, last_iteration: int) -> float:
     return json.loads(keep[-1]).get("charts/wall_time_s", 0.0) if keep else 0.0
 
 
+def trim_logs(run_dir: pathlib.Path, step: int) -> float:
+    """A resumed run's `metrics.jsonl` and `eval.jsonl` cut back to checkpoint `step`;
+    returns the wall clock the metrics reached (`trim_log`)."""
+    trim_log(run_dir / "eval.jsonl", step)
+    return trim_log(run_dir / "metrics.jsonl", step)
+
+
+def silent(line: str) -> None:
+    """The progress of processes other than 0: process 0 speaks for the run."""
+
+
+def writer_progress(run_dir: pathlib.Path, progress: Callable[[str], Any]) -> tuple[bool, Callable[[str], Any]]:
+    """`(whether this process writes run_dir, its progress callback)`: process 0 keeps
+    `progress`; over several processes the others say once who writes, then stay silent."""
+    if distributed.is_writer():
+        return True, progress
+    progress(f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
+             f"process 0 writes {run_dir}")
+    return False, silent
+
+
 def _first(x) -> int:
     """An int from a scalar or from the [M] copies a sweep's members hold (all equal)."""
     return int(jax.device_get(x).reshape(-1)[0])
@@ -193,10 +213,10 @@ def host_loop(step_fn: Callable, state: TrainState, config: TrainConfig, run_dir
                                         and time.perf_counter() - start_time >= 60.0 * config.time_limit_minutes)
         if done % config.checkpoint_every == 0 or done == config.iterations or out_of_time:
             checkpoint.save(run_dir, done, state, keep=config.keep_checkpoints)
-        if evaluate is not None and (done % eval_every == 0 or done == config.iterations or out_of_time):
-            evaluate(state, common)
         if eval_every and (done % eval_every == 0 or done == config.iterations or out_of_time):
-            distributed.barrier(f"mimic_mjx evaluated {done}")  # the others wait for process 0's evaluation
+            if evaluate is not None:  # process 0's alone over several processes
+                evaluate(state, common)
+            distributed.barrier(f"mimic_mjx evaluated {done}")  # the others wait for it
         if out_of_time and done < config.iterations:
             progress(f"time limit of {config.time_limit_minutes:g} minutes reached at iteration {done}; "
                      f"checkpoint saved (continue with --resume --out {run_dir})")
@@ -237,8 +257,7 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
         # Host copies, so the evaluation is this process's own program on its own device (over
         # several processes, a jit of the global arrays would need every process to join it).
         # Every environment of a run holds the same reward leaves: take the first local one.
-        reward_config = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0],
-                                     state.env_state.reward_config)
+        reward_config = jax.tree.map(lambda x: parallel.local_copy(x)[0], state.env_state.reward_config)
         args = (*jax.device_get((state.policy_params, state.normalizer)), reward_config, jax.random.PRNGKey(0))
         line = {"training/iteration": metrics["training/iteration"], "training/env_steps": metrics["training/env_steps"],
                 "charts/wall_time_s": metrics["charts/wall_time_s"],
@@ -273,10 +292,6 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
     return run
 
 
-def silent(line: str) -> None:
-    """The progress of processes other than 0: process 0 speaks for the run."""
-
-
 def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False,
           progress: Callable[[str], Any] = print) -> TrainResult:
     """Train for `config.iterations` (total, counting resumed ones) and write the run directory.
@@ -288,11 +303,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     config = resolve_defaults(config)
     command_start = time.perf_counter()
     run_dir = check_run_dir(out_dir, resume)
-    writer = distributed.is_writer()
-    if not writer:
-        progress(f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
-                 f"process 0 writes {run_dir}")
-        progress = silent
+    writer, progress = writer_progress(run_dir, progress)
     metrics_path = run_dir / "metrics.jsonl"
     env, reward_config = build_env(config)
     if resume:
@@ -300,9 +311,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
                                                 set_aside=writer, fillable=UPGRADABLE)
         state = with_config_leaves(state, config, reward_config)
         progress(f"resumed {run_dir} at iteration {step}")
-        wall_offset = trim_log(metrics_path, step) if writer else 0.0
-        if writer:
-            trim_log(run_dir / "eval.jsonl", step)
+        wall_offset = trim_logs(run_dir, step) if writer else 0.0
     else:
         if checkpoint.latest_step(run_dir) is not None:
             raise MimicError(f"{run_dir}: already holds a training run; pass --resume or choose another --out")

@@ -39,7 +39,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mimic_mjx import checkpoint
 from mimic_mjx import compiled
@@ -127,13 +126,17 @@ def _check_key(source: str, where: str, key: str) -> None:
     raise MimicError(f"{source}: '{where}' is not a key a sweep can vary (valid: {', '.join(sweepable_keys())})")
 
 
-def load_sweep(path: str | pathlib.Path, overrides: list[str] | None = None) -> Sweep:
+def load_sweep(path: str | pathlib.Path, overrides: list[str] | None = None, announce: bool = False) -> Sweep:
     """Read and validate a sweep file and `--set` overrides of its keys; every mistake is a
-    one-line MimicError, raised before anything is built."""
+    one-line MimicError, raised before anything is built. `announce`: say which preset a file
+    without `train` starts from, as commands without --config do."""
     path = pathlib.Path(path)
     spec = cfglib.load_config(SweepFile, path, overrides or [])
     source = str(path)
-    base_path = pathlib.Path(spec.train if spec.train is not None else runconfig.default_config()[0])
+    base_name = spec.train
+    if base_name is None:  # the preset train picks
+        base_name = runconfig.announce_default(prefix="sweep base ") if announce else runconfig.default_config()[0]
+    base_path = pathlib.Path(base_name)
     if not base_path.is_absolute() and (path.parent / base_path).exists():
         base_path = path.parent / base_path
     base_sets = list(spec.set)
@@ -210,8 +213,7 @@ def make_programs(env, eval_env, sweep: Sweep, mesh=None, out_shardings=None):
 def _yardstick(evaluation, state, rng) -> list[dict]:
     # On host copies, so the yardstick is this process's own program (runner._periodic_evaluation
     # says why); every environment of a member holds its reward leaves: the first local one.
-    reward_config = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[:, 0],
-                                 state.env_state.reward_config)
+    reward_config = jax.tree.map(lambda x: parallel.local_copy(x)[:, 0], state.env_state.reward_config)
     params, normalizer = jax.device_get((state.policy_params, state.normalizer))
     metrics = jax.device_get(evaluation(params, normalizer, reward_config, rng))
     n = len(next(iter(metrics.values())))
@@ -237,20 +239,14 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     out = runner.check_run_dir(out_dir, resume=resume, what="sweep")
     if resume:  # before anything is built
         check_same_sweep(sweep, load_saved(out), out)
-    writer = distributed.is_writer()  # over several processes, process 0 writes; all checkpoint
-    if not writer:
-        progress(f"process {jax.process_index()} of {jax.process_count()}: training with the others; "
-                 f"process 0 writes {out}")
-        progress = runner.silent
+    writer, progress = runner.writer_progress(out, progress)  # over several processes, process 0 writes
     env, _ = train_lib.build_env(sweep.base)
     eval_env = eval_lib.eval_env(sweep.base)
     m_count = len(sweep.members)
     if resume:
         state, step = checkpoint.restore_newest(out, jax.eval_shape(lambda: init_members(env, sweep)),
                                                 report=progress, set_aside=writer)
-        wall_offset = runner.trim_log(out / "metrics.jsonl", step) if writer else 0.0
-        if writer:
-            runner.trim_log(out / "eval.jsonl", step)
+        wall_offset = runner.trim_logs(out, step) if writer else 0.0
         progress(f"resumed sweep {out} at iteration {step}")
     else:
         if writer:
@@ -432,9 +428,7 @@ def run_cli(args) -> int:
     # Before anything asks JAX for devices: the mesh then spans every process's devices.
     distributed.initialize(distributed.settings_from_args(args))
     # Every input is checked here, before an environment is built or a program compiled.
-    sweep = load_sweep(args.config, args.overrides)
-    if args.config and cfglib.load_config(SweepFile, args.config, args.overrides).train is None:
-        runconfig.announce_default(prefix="sweep base ")
+    sweep = load_sweep(args.config, args.overrides, announce=True)
     out = args.out or str(pathlib.Path("runs") / f"sweep_{pathlib.Path(args.config).stem}")
     runner.check_run_dir(out, resume=args.resume, what="sweep")
     runner.check_clip(sweep.base)

@@ -6,6 +6,7 @@ of inside one process, so metrics agree to the rounding of those sums (tests/tes
 says why only the first iteration is compared across layouts).
 """
 
+import argparse
 import json
 import os
 import socket
@@ -45,13 +46,15 @@ def _one_device_env():
 # ----------------------------------------------------------------- refusals, before JAX starts
 
 
-class _Args:
-    def __init__(self, **kw):
-        self.distributed = kw.pop("distributed", False)
-        self.coordinator = kw.pop("coordinator", None)
-        self.num_processes = kw.pop("num_processes", None)
-        self.process_id = kw.pop("process_id", None)
-        self.distributed_timeout = kw.pop("distributed_timeout", distributed.DEFAULT_TIMEOUT_S)
+def _args(**kw):
+    """The flags `mimic-mjx train` parses, from keyword names (`process_id=1` -> `--process-id 1`)."""
+    parser = argparse.ArgumentParser()
+    distributed.add_arguments(parser)
+    flags = []
+    for name, value in kw.items():
+        flag = "--" + name.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return parser.parse_args(flags)
 
 
 @pytest.fixture
@@ -61,24 +64,24 @@ def no_jax_env(monkeypatch):
 
 
 def test_no_settings_is_one_process(no_jax_env, monkeypatch):
-    assert not distributed.settings_from_args(_Args()).enabled
+    assert not distributed.settings_from_args(_args()).enabled
     # JAX's coordinator variable alone (some clusters set it) does not ask for several processes.
     monkeypatch.setenv(distributed.ENV_COORDINATOR, "node1:1234")
-    assert not distributed.settings_from_args(_Args()).enabled
+    assert not distributed.settings_from_args(_args()).enabled
 
 
 def test_settings_come_from_flags_then_jax_variables(no_jax_env, monkeypatch):
     monkeypatch.setenv(distributed.ENV_COORDINATOR, "node1:1234")
     monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "4")
     monkeypatch.setenv(distributed.ENV_PROCESS_ID, "3")
-    assert distributed.settings_from_args(_Args()) == distributed.Settings("node1:1234", 4, 3)
-    flags = _Args(coordinator="node2:99", num_processes=2, process_id=1)
+    assert distributed.settings_from_args(_args()) == distributed.Settings("node1:1234", 4, 3)
+    flags = _args(coordinator="node2:99", num_processes=2, process_id=1)
     assert distributed.settings_from_args(flags) == distributed.Settings("node2:99", 2, 1)
-    auto = distributed.settings_from_args(_Args(distributed=True)).auto
+    auto = distributed.settings_from_args(_args(distributed=True)).auto
     assert auto is False  # the variables above already say everything
     monkeypatch.delenv(distributed.ENV_NUM_PROCESSES)
     monkeypatch.delenv(distributed.ENV_PROCESS_ID)
-    assert distributed.settings_from_args(_Args(distributed=True)).auto  # left to JAX's cluster detection
+    assert distributed.settings_from_args(_args(distributed=True)).auto  # left to JAX's cluster detection
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -91,12 +94,12 @@ def test_settings_come_from_flags_then_jax_variables(no_jax_env, monkeypatch):
      "(or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); missing --coordinator"),
     (dict(coordinator="nodeport", num_processes=2, process_id=0),
      "--coordinator 'nodeport': expected HOST:PORT, e.g. node001:12355"),
-    (dict(coordinator="h:1", num_processes=2, process_id=0, distributed_timeout=0),
+    (dict(coordinator="h:1", num_processes=2, process_id=0, distributed_timeout="0"),
      "--distributed-timeout must be > 0 seconds, got 0"),
 ])
 def test_bad_settings_are_one_line(no_jax_env, kw, message):
     with pytest.raises(MimicError) as err:
-        distributed.settings_from_args(_Args(**kw))
+        distributed.settings_from_args(_args(**kw))
     assert str(err.value) == message
 
 
