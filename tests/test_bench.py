@@ -186,9 +186,11 @@ def test_initial_physics_states_hold_mocap_poses_above_the_floor():
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_json_shape_on_a_tiny_run(capsys, tmp_path):
-    # One compile (the physics row); native MuJoCo needs none. --steps 1 -> one 32-step chunk.
+    # One compile (the physics row); native MuJoCo needs none. --steps 1 -> one chunk of the preset's
+    # horizon: cpu_tiny.yaml says `horizon: 32` (without --config, bench takes train's preset,
+    # whose horizon is its own business).
     args = _args("--batch", "2", "--rows", "physics,native", "--steps", "1", "--json", "--profile", str(tmp_path),
-                 "--physics", "mjx,native")
+                 "--physics", "mjx,native", "--config", "cpu_tiny")
     assert bench.run_cli(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert isinstance(report["device"], str) and report["device"]

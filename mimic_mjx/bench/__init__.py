@@ -59,7 +59,7 @@ DEFAULT_ROWS = tuple(n for n, s in REGISTRY.items() if s.default)
 # The sizes for one GPU; on the 2-core CPU a batch of 32 runs every row in minutes.
 GPU_BATCHES = (128, 1024, 8192)
 CPU_BATCHES = (32,)
-# 96 control steps = 3 iterations of the default 32-step horizon: a few seconds per CPU row.
+# 96 control steps, rounded up to whole horizons (walk_cpu: 2 chunks of 64): a few seconds per CPU row.
 DEFAULT_STEPS = 96
 
 __all__ = ["Bench", "ROWS", "DEFAULT_ROWS", "add_arguments", "add_ratios",
