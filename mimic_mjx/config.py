@@ -37,15 +37,15 @@ import functools
 import math
 import numbers
 import pathlib
-import re
 import types
 import typing
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 import numpy as np
 import yaml
 
+from mimic_mjx import yamlfile
 from mimic_mjx.errors import MimicError
 
 OVERRIDE_SOURCE = "--set"
@@ -73,35 +73,6 @@ def field(default: Any, doc: str, *, static: bool = False, ge: float | None = No
         # Configs are frozen, so sharing is safe; the factory just avoids the mutable-default check.
         return dataclasses.field(default_factory=lambda: default, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (PyYAML's YAML 1.1 makes it a string) and
-    rejects a repeated key (PyYAML silently keeps the last one)."""
-
-    def construct_mapping(self, node, deep=False):
-        keys = [(self.construct_object(k, deep=True), k.start_mark) for k, _ in node.value]
-        hashable = [(key, mark) for key, mark in keys if isinstance(key, Hashable)]
-        for i, (key, mark) in enumerate(hashable):
-            if key in {k for k, _ in hashable[:i]}:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", mark)
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
-
-
-def load_yaml(text: str, source: str) -> Any:
-    """Parse YAML text with the project's loader; a mistake is a one-line MimicError."""
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise MimicError(f"{source}: malformed YAML{at}: {_problem(err)}") from None
 
 
 # What each scalar field type accepts (YAML ints fill floats; lists fill tuples below).
@@ -428,11 +399,7 @@ def parse_overrides(items: list[str]) -> dict:
         parts = key.strip().split(".")
         if not sep or not all(p.strip() for p in parts):
             raise MimicError(f"{OVERRIDE_SOURCE} '{item}': expected KEY=VALUE")
-        try:
-            value = yaml.load(text, Loader=_Loader)
-        except yaml.YAMLError as err:
-            problem = _problem(err)
-            raise MimicError(f"{OVERRIDE_SOURCE} '{item}': value is not valid YAML: {problem}") from None
+        value = yamlfile.parse_value(text, f"{OVERRIDE_SOURCE} '{item}'")
         for part in reversed(parts):
             value = {part.strip(): value}
         merged = _merge_plain(merged, value)
@@ -455,7 +422,7 @@ def load_config(cls: type, path: str | pathlib.Path | None, overrides: list[str]
     """Config `cls` from `base` (plain dict), then the YAML file at `path`, then `overrides`."""
     layers = [("base config", base)] if base else []
     if path is not None:
-        layers += _read_chain(pathlib.Path(path), ())
+        layers += yamlfile.read_chain(pathlib.Path(path))
     if overrides:
         layers.append((OVERRIDE_SOURCE, parse_overrides(overrides)))
     merged: dict = {}
@@ -469,36 +436,3 @@ def save_config(obj: Any, path: str | pathlib.Path) -> None:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None))
-
-
-def _read_chain(path: pathlib.Path, seen: tuple[pathlib.Path, ...]) -> list[tuple[str, dict]]:
-    """`[(source, data), ...]` for `path` and the files its `base:` keys name, base first."""
-    real = path.resolve()
-    if real in seen:
-        chain = " -> ".join(str(p) for p in (*seen, real))
-        raise MimicError(f"{path}: 'base' files form a cycle: {chain}")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise MimicError(f"{path}: not a YAML file (its bytes are not UTF-8 text)") from None
-    except OSError as err:
-        why = "config file not found" if isinstance(err, FileNotFoundError) else (
-            f"cannot read config file: {err.strerror or err}")
-        named_by = f" (named by 'base' in {seen[-1]})" if seen else ""
-        raise MimicError(f"{path}: {why}{named_by}") from None
-    data = load_yaml(text, str(path))
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise MimicError(f"{path}: the top level must be a mapping of keys, got {_show(data)}")
-    base = data.pop("base", None)
-    if base is None:
-        return [(str(path), data)]
-    if not isinstance(base, str) or not base:
-        raise MimicError(f"{path}: 'base' must be a YAML file name, got {_show(base)}")
-    return _read_chain(path.parent / base, (*seen, real)) + [(str(path), data)]
-
-
-def _problem(err: yaml.YAMLError) -> str:
-    """PyYAML's multi-line message cut to its one-line problem."""
-    text = getattr(err, "problem", None) or getattr(err, "context", None) or str(err)
-    return " ".join(str(text).split())

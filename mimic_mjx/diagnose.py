@@ -16,7 +16,6 @@ import time
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mimic_mjx import env as env_lib
 from mimic_mjx import reward as reward_lib

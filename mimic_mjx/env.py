@@ -121,7 +121,7 @@ class ImitationEnv:
         self.clip_arrays = self.clip.arrays()
         self.reward_config = reward_config if reward_config is not None else reward_lib.preset("deepmimic_paper")
         self.mj_model = model_lib.load_model(config.control)
-        self.physics = physics_lib.Physics(self.mj_model, config.physics, config.physics_threads or None)
+        self.physics = physics_lib.make(self.mj_model, config.physics, config.physics_threads or None)
         self.mjx_model = self.physics.mjx_model
         self.substeps = self.physics.substeps
         self.dt = 1.0 / model_lib.CONTROL_HZ

@@ -1,6 +1,7 @@
 """The one seam between the environment and the simulator.
 
-Every other module reaches the humanoid's physics through a `Physics` object:
+Every other module reaches the humanoid's physics through a `Physics` object, one subclass
+per backend (`make(mj_model, backend)` builds one; BACKEND_CLASSES lists them):
 
 * `put(qpos, qvel, ctrl) -> PhysicsState`  a physics state (no kinematics yet)
 * `step(state) -> (state, diverged)`       one 30 Hz control step (`substeps` physics steps)
@@ -58,7 +59,6 @@ with contextlib.redirect_stdout(io.StringIO()):
     # absent; that line would corrupt `--json` output.
     from mujoco import mjx
 
-BACKENDS = ("auto", "mjx", "native")
 
 # The clock every native rollout starts from. Any value > 0 works (a reset sets time to 0);
 # 1.0 keeps time + 5 * (1/150) exact to float64 rounding.
@@ -97,14 +97,6 @@ class PhysicsState:
 KINEMATICS_FIELDS = ("xpos", "xquat", "xipos", "subtree_com", "cvel", "geom_xpos", "geom_xmat")
 
 
-def resolve_backend(name: str, jax_backend: str | None = None) -> str:
-    """`auto` -> `mjx` where JAX's default device is an accelerator, `native` on CPU."""
-    if name not in BACKENDS:
-        raise MimicError(f"env.physics must be one of {', '.join(BACKENDS)}, got {name!r}")
-    if name != "auto":
-        return name
-    jax_backend = jax.default_backend() if jax_backend is None else jax_backend
-    return "native" if jax_backend == "cpu" else "mjx"
 
 
 def default_threads() -> int:
@@ -116,14 +108,21 @@ def default_threads() -> int:
 
 
 class Physics:
-    """The humanoid's simulator behind one interface; `backend` is `mjx` or `native`.
+    """The humanoid's simulator behind one interface: what every backend shares (the state,
+    its kinematics, the lowest geom points). A backend is a subclass with a `name` and a
+    `step`, registered in BACKEND_CLASSES; `make` builds one by name.
 
     Holds only constants (models, index tables, the native thread pool), so its methods are
     pure functions of their array arguments and vmap/jit like any JAX function.
     """
 
-    def __init__(self, mj_model: mujoco.MjModel, backend: str = "auto", threads: int | None = None):
-        self.backend = resolve_backend(backend)
+    name: str = ""  # the env.physics value that selects it
+    how: str = ""  # how a control step runs, for bench notes
+    preferred_on: tuple[str, ...] = ()  # JAX platforms where `auto` picks it
+    on_device: bool = True  # steps on JAX's device (False: on the host, whatever the device)
+
+    def __init__(self, mj_model: mujoco.MjModel, threads: int | None = None):
+        self.backend = self.name
         self.mj_model = mj_model
         # This process's own device: MJX's default is jax.devices()[0], which in a multi-process
         # run (distributed.py) belongs to process 0 and cannot hold the other processes' arrays.
@@ -139,8 +138,6 @@ class Physics:
         if unknown:
             raise MimicError(f"physics: body geoms of types {sorted(unknown)} have no lowest-point rule "
                              "(sphere, capsule and box do)")
-        if self.backend == "native":
-            self._native = _NativeStepper(mj_model, self.substeps, threads or default_threads())
 
     # ----------------------------------------------------------------------- state
     def put(self, qpos, qvel, ctrl=None) -> PhysicsState:
@@ -159,16 +156,7 @@ class Physics:
         instability as non-finite numbers instead, which the caller checks for both. The
         kinematics fields are left as they were (call `forward_kinematics`).
         """
-        if self.backend == "mjx":
-            def substep(d, _):
-                return mjx.step(self.mjx_model, d), None
-
-            d = self.data0.replace(time=state.time, qpos=state.qpos, qvel=state.qvel, act=state.act, ctrl=state.ctrl,
-                                   qacc_warmstart=state.qacc_warmstart)
-            d, _ = jax.lax.scan(substep, d, None, length=self.substeps)
-            return state.replace(time=d.time, qpos=d.qpos, qvel=d.qvel, act=d.act,
-                                 qacc_warmstart=d.qacc_warmstart), jnp.zeros((), bool)
-        return self._native.step(state)
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ kinematics
     def forward_kinematics(self, state: PhysicsState) -> PhysicsState:
@@ -194,6 +182,66 @@ class Physics:
         kind = jnp.asarray(self._geom_type)
         return jnp.where(kind == _GEOM_SPHERE, sphere,
                          jnp.where(kind == _GEOM_CAPSULE, capsule, jnp.where(kind == _GEOM_BOX, box, jnp.inf)))
+
+
+class MjxPhysics(Physics):
+    """MuJoCo MJX: `mjx.step` traced into the program, `substeps` of them in a `lax.scan`."""
+
+    name = "mjx"
+    how = "vmap(mjx.step)"
+    preferred_on = ("gpu", "tpu")
+
+    def step(self, state: PhysicsState) -> tuple[PhysicsState, jax.Array]:
+        def substep(d, _):
+            return mjx.step(self.mjx_model, d), None
+
+        d = self.data0.replace(time=state.time, qpos=state.qpos, qvel=state.qvel, act=state.act, ctrl=state.ctrl,
+                               qacc_warmstart=state.qacc_warmstart)
+        d, _ = jax.lax.scan(substep, d, None, length=self.substeps)
+        return state.replace(time=d.time, qpos=d.qpos, qvel=d.qvel, act=d.act,
+                             qacc_warmstart=d.qacc_warmstart), jnp.zeros((), bool)
+
+
+class NativePhysics(Physics):
+    """MuJoCo's C engine: one `jax.pure_callback` per control step for the whole batch
+    (`_NativeStepper`), `threads` rollout threads (None: the usable cores)."""
+
+    name = "native"
+    how = "pure_callback(mujoco.rollout)"
+    preferred_on = ("cpu",)
+    on_device = False
+
+    def __init__(self, mj_model: mujoco.MjModel, threads: int | None = None):
+        super().__init__(mj_model, threads)
+        self._native = _NativeStepper(mj_model, self.substeps, threads or default_threads())
+
+    def step(self, state: PhysicsState) -> tuple[PhysicsState, jax.Array]:
+        return self._native.step(state)
+
+
+# Every backend, by the env.physics value that selects it. A new backend is one subclass
+# of Physics added here; the config's choices, `auto` and bench's --physics follow.
+BACKEND_CLASSES = {cls.name: cls for cls in (MjxPhysics, NativePhysics)}
+BACKENDS = ("auto", *BACKEND_CLASSES)
+
+
+def resolve_backend(name: str, jax_backend: str | None = None) -> str:
+    """`auto` -> the backend preferred on JAX's default platform (`preferred_on`: mjx on an
+    accelerator, native on CPU); any other name is checked and returned."""
+    if name not in BACKENDS:
+        raise MimicError(f"env.physics must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name != "auto":
+        return name
+    jax_backend = jax.default_backend() if jax_backend is None else jax_backend
+    for cls in BACKEND_CLASSES.values():
+        if jax_backend in cls.preferred_on:
+            return cls.name
+    return MjxPhysics.name  # an accelerator no backend names: MJX is the traced one
+
+
+def make(mj_model: mujoco.MjModel, backend: str = "auto", threads: int | None = None) -> Physics:
+    """The `backend` (a name in BACKENDS; `auto` resolved) simulator of `mj_model`."""
+    return BACKEND_CLASSES[resolve_backend(backend)](mj_model, threads)
 
 
 class _NativeStepper:

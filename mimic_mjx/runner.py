@@ -25,6 +25,7 @@ from mimic_mjx import distributed
 from mimic_mjx import evaluate as eval_lib
 from mimic_mjx import parallel
 from mimic_mjx import policy as policy_lib
+from mimic_mjx import reporting
 from mimic_mjx import reward as reward_lib
 from mimic_mjx.errors import MimicError
 from mimic_mjx.runconfig import (DEFAULT_CONFIG, DEFAULT_CONFIG_CPU, TrainConfig, announce_default, load_train_config,
@@ -122,14 +123,6 @@ class TrainResult:
     run_dir: pathlib.Path
 
 
-def progress_line(m: dict, iterations: int) -> str:
-    accepted = "ok" if m["trpo/accepted"] > 0.5 else "REJECTED"
-    return (f"iter {m['training/iteration']:>5}/{iterations}  steps {m['training/env_steps']:>10,}  "
-            f"{m['charts/SPS']:8,.0f} steps/s  reward {m['training/reward_mean']:.4f} "
-            f"({100 * m['training/reward_fraction_of_max']:.1f}% of max)  ep len {m['training/episode_length']:6.1f}  "
-            f"kl {m['losses/kl']:.2e}  line search {accepted}/{m['trpo/backtracks']:.0f} backtracks")
-
-
 def trim_log(path: pathlib.Path, last_iteration: int) -> float:
     """Keep only the metric lines up to `last_iteration` (a crash may have left later ones);
     returns the wall clock the kept lines reached (`charts/wall_time_s`), 0 if none."""
@@ -167,21 +160,33 @@ def _first(x) -> int:
     return int(jax.device_get(x).reshape(-1)[0])
 
 
+def reporters(run_dir: pathlib.Path, progress, iterations: int, *, tensorboard: str | None = None,
+              members: int = 0, extra=()) -> list:
+    """The host loop's `progress_fn(step, rows)` callbacks (reporting.py): the progress line,
+    then, on the writing process, `metrics.jsonl` and the TensorBoard files; then `extra`.
+    `members`: a sweep's member count (0: a run)."""
+    fns = [reporting.printer(progress, iterations, sweep=members > 0)]
+    if distributed.is_writer():
+        fns.append(reporting.jsonl_writer(run_dir / "metrics.jsonl"))
+        if tensorboard:
+            fns.append(reporting.tensorboard_writer(tensorboard, members))
+    return fns + list(extra)
+
+
 def host_loop(step_fn: Callable, state: TrainState, config: TrainConfig, run_dir: pathlib.Path, progress,
               *, start_time: float, wall_offset: float = 0.0, evaluate: Callable | None = None,
-              eval_every: int = 0, members: list | None = None, summary: Callable | None = None):
+              eval_every: int = 0, members: list | None = None, progress_fns=()):
     """The Python side of training, the same for a run and a sweep: call the compiled
-    iteration, append `metrics.jsonl`, print progress, raise health alarms, checkpoint,
-    evaluate, and stop at `config.iterations` or `config.time_limit_minutes`.
+    iteration, report it to every `progress_fns(step, rows)` (`reporters`: the progress
+    line, `metrics.jsonl`, TensorBoard), raise health alarms, checkpoint, evaluate, and stop
+    at `config.iterations` or `config.time_limit_minutes`.
 
     `members` (a sweep's, each with a `label`): `step_fn` returns metrics with a leading
-    member axis; each member gets its own metrics line (with `member`) and its own alarms, and
-    `summary(rows, iterations)` gives the progress line. `evaluate(state, common)` runs every
-    `eval_every` iterations, at the end and at the time limit. Returns (state, history): one
-    metrics dict per iteration (a list of the members' dicts for a sweep).
+    member axis; each member gets its own row (with `member`) and its own alarms.
+    `evaluate(state, common)` runs every `eval_every` iterations, at the end and at the time
+    limit. Returns (state, history): one metrics dict per iteration (a list of the members'
+    dicts for a sweep).
     """
-    metrics_path = run_dir / "metrics.jsonl"
-    writer = distributed.is_writer()  # over several processes, process 0 writes; all checkpoint
     count = 1 if members is None else len(members)
     healths, history = [Health()] * count, []
     samples = count * config.num_envs * config.horizon
@@ -200,11 +205,9 @@ def host_loop(step_fn: Callable, state: TrainState, config: TrainConfig, run_dir
             rows = [{**{k: float(v) for k, v in metrics.items()}, **common}]
         else:
             rows = [{**{k: float(v[i]) for k, v in metrics.items()}, "member": i, **common} for i in range(count)]
-        if writer:
-            with metrics_path.open("a") as f:
-                f.write("".join(json.dumps(row) + "\n" for row in rows))
         history.append(rows[0] if members is None else rows)
-        progress(progress_line(rows[0], config.iterations) if members is None else summary(rows, config.iterations))
+        for report in progress_fns:
+            report(done, rows)
         for i, row in enumerate(rows):
             healths[i], alarms = check_health(row, healths[i], config.env.motion)
             for message in alarms:
@@ -221,6 +224,8 @@ def host_loop(step_fn: Callable, state: TrainState, config: TrainConfig, run_dir
             progress(f"time limit of {config.time_limit_minutes:g} minutes reached at iteration {done}; "
                      f"checkpoint saved (continue with --resume --out {run_dir})")
             break
+    for report in progress_fns:
+        getattr(report, "close", lambda: None)()
     return state, history
 
 
@@ -293,12 +298,14 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
 
 
 def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False,
-          progress: Callable[[str], Any] = print) -> TrainResult:
+          progress: Callable[[str], Any] = print, progress_fns=(), tensorboard: str | None = None) -> TrainResult:
     """Train for `config.iterations` (total, counting resumed ones) and write the run directory.
 
     `out_dir/config.yaml` (resolved config), `metrics.jsonl` (one JSON object per iteration),
     `checkpoints/<iteration>/`. `resume=True` restores the latest checkpoint and continues
-    bit-for-bit as an uninterrupted run would on the same machine.
+    bit-for-bit as an uninterrupted run would on the same machine. `progress` gets the text
+    lines; each of `progress_fns` gets `(iteration, [metrics])` after every iteration
+    (reporting.py); `tensorboard`: a folder for TensorBoard event files.
     """
     config = resolve_defaults(config)
     command_start = time.perf_counter()
@@ -345,8 +352,10 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     distributed.barrier("mimic_mjx compiled")  # the first step's collectives start together
 
     evaluate = _periodic_evaluation(config, run_dir, progress) if config.eval_every > 0 and writer else None
+    fns = reporters(run_dir, progress, config.iterations, tensorboard=tensorboard, extra=progress_fns)
     state, history = host_loop(step_fn, state, config, run_dir, progress, start_time=command_start,
-                               wall_offset=wall_offset, evaluate=evaluate, eval_every=config.eval_every)
+                               wall_offset=wall_offset, evaluate=evaluate, eval_every=config.eval_every,
+                               progress_fns=fns)
     return TrainResult(state=state, history=history, run_dir=run_dir)
 
 
@@ -391,7 +400,14 @@ def add_arguments(parser) -> None:
                         help="dotted config override, e.g. trpo.max_kl=0.02 (repeatable)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<motion>)")
     parser.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --out")
+    add_tensorboard_argument(parser)
     distributed.add_arguments(parser)
+
+
+def add_tensorboard_argument(parser) -> None:
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write the metrics as TensorBoard event files into DIR "
+                             "(needs the tensorboard extra: pip install 'mimic_mjx[tensorboard]')")
 
 
 def config_from_args(args) -> tuple[TrainConfig, str]:
@@ -421,6 +437,8 @@ def run_cli(args) -> int:
     # Before anything asks JAX for devices: the mesh then spans every process's devices.
     distributed.initialize(distributed.settings_from_args(args))
     config, out = config_from_args(args)
+    if args.tensorboard:
+        reporting.check_tensorboard()
     compiled.enable_compile_cache()
-    train(config, out, resume=args.resume, progress=lambda line: print(line, flush=True))
+    train(config, out, resume=args.resume, progress=lambda line: print(line, flush=True), tensorboard=args.tensorboard)
     return 0

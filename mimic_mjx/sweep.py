@@ -46,6 +46,7 @@ from mimic_mjx import config as cfglib
 from mimic_mjx import distributed
 from mimic_mjx import evaluate as eval_lib
 from mimic_mjx import parallel
+from mimic_mjx import reporting
 from mimic_mjx import reward as reward_lib
 from mimic_mjx import runconfig, runner, train as train_lib
 from mimic_mjx.errors import MimicError
@@ -201,10 +202,12 @@ def init_members(env, sweep: Sweep) -> train_lib.TrainState:
 def make_programs(env, eval_env, sweep: Sweep, mesh=None, out_shardings=None):
     """(iteration, evaluation): the trainer's iteration and the yardstick, vmapped over members.
 
-    With a `mesh` (`train.place`) each member's environments are split over its devices (the
-    members axis stays whole on every device), the outputs pinned to `out_shardings`.
+    With a `mesh` (`train.place`) the members are split over its `members` axis and each
+    member's environments over its `batch` axis (parallel.py), the outputs pinned to
+    `out_shardings`.
     """
-    iteration = parallel.jit(jax.vmap(train_lib.make_iteration(env, sweep.base, mesh)), out_shardings)
+    iteration = parallel.jit(parallel.vmap_members(train_lib.make_iteration(env, sweep.base, mesh), mesh),
+                             out_shardings)
     score = eval_lib.make_evaluation(eval_env, sweep.base, sweep.eval_episodes)
     evaluation = jax.jit(jax.vmap(score, in_axes=(0, 0, 0, None)))
     return iteration, evaluation
@@ -214,20 +217,22 @@ def _yardstick(evaluation, state, rng) -> list[dict]:
     # On host copies, so the yardstick is this process's own program (runner._periodic_evaluation
     # says why); every environment of a member holds its reward leaves: the first local one.
     reward_config = jax.tree.map(lambda x: parallel.local_copy(x)[:, 0], state.env_state.reward_config)
-    params, normalizer = jax.device_get((state.policy_params, state.normalizer))
+    params, normalizer = jax.tree.map(parallel.local_copy, (state.policy_params, state.normalizer))
     metrics = jax.device_get(evaluation(params, normalizer, reward_config, rng))
     n = len(next(iter(metrics.values())))
     return [{k: float(v[i]) for k, v in metrics.items()} for i in range(n)]
 
 
 def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any] = print,
-        resume: bool = False) -> dict:
+        resume: bool = False, progress_fns=(), tensorboard: str | None = None) -> dict:
     """Train every member for `base.iterations`, scoring them on the yardstick; write out_dir.
 
     The iterations run in the trainer's own host loop (`runner.host_loop`): the same metrics
     lines (one per member, with `member`), health alarms per member, checkpoints, time limit
     and `resume=True`, which continues the latest checkpoint bit-for-bit; the sweep must be the
     one out_dir holds (members and base config; `iterations` and `time_limit_minutes` may grow).
+    `progress_fns` and `tensorboard` as in `runner.train` (each member's rows; TensorBoard
+    folders member_<i>).
 
     out_dir: `sweep.json` (members and settings), `base_config.yaml`, `metrics.jsonl`,
     `eval.jsonl` (yardstick per member per evaluation), `checkpoints/` (the stacked state),
@@ -261,9 +266,9 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
         (out / "sweep.json").write_text(json.dumps(
             {"members": [{"member": m.index, "overrides": m.overrides, "seed": m.seed} for m in sweep.members],
              "eval_every": sweep.eval_every, "eval_episodes": sweep.eval_episodes}, indent=2))  # fmt: skip
-    state, mesh, out_shardings = train_lib.place(state, sweep.base, members=True)
+    state, mesh, out_shardings = train_lib.place(state, sweep.base, members=m_count)
     if mesh is not None:
-        progress(f"each member's {sweep.base.num_envs} environments split over {mesh.size} devices")
+        progress(f"{m_count} members on {mesh.size} devices: {parallel.describe(mesh, sweep.base.num_envs)}")
     iteration, evaluation = make_programs(env, eval_env, sweep, mesh, out_shardings)
     progress("compiling the vmapped training iteration (first call) ...")
     if jax.process_count() > 1:  # compile before the first step's collectives (distributed.barrier says why)
@@ -284,7 +289,9 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
 
     state, _ = runner.host_loop(iteration, state, sweep.base, out, progress, start_time=start_time,
                                 wall_offset=wall_offset, evaluate=evaluate if writer else None,
-                                eval_every=sweep.eval_every, members=list(sweep.members), summary=_summary)
+                                eval_every=sweep.eval_every, members=list(sweep.members),
+                                progress_fns=runner.reporters(out, progress, sweep.base.iterations, tensorboard=tensorboard,
+                                                              members=m_count, extra=progress_fns))
     if not writer:
         return {"compiles": iteration._cache_size(), "results": [], "state": state}
     evals = read_evals(out / "eval.jsonl", m_count)
@@ -294,13 +301,6 @@ def run(sweep: Sweep, out_dir: str | pathlib.Path, progress: Callable[[str], Any
     progress(results_table(results))
     progress(f"wrote {out}/results.md" + (f" and {out}/yardstick.png" if plotted else " (install matplotlib for the plot)"))
     return {"compiles": iteration._cache_size(), "results": results, "state": state}
-
-
-def _summary(rows: list[dict], iterations: int) -> str:
-    r = [row["training/reward_fraction_of_max"] for row in rows]
-    first = rows[0]
-    return (f"iter {first['training/iteration']:>4}/{iterations} steps/member {first['training/env_steps']:>9,} "
-            f"{first['charts/iteration_s']:6.2f} s/iter  reward fraction best {max(r):.3f} worst {min(r):.3f}")
 
 
 def read_evals(path: pathlib.Path, members: int) -> list[tuple[int, int, list[dict]]]:
@@ -421,6 +421,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<file name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the latest checkpoint in --out (the same sweep file; iterations may grow)")
+    runner.add_tensorboard_argument(parser)
     distributed.add_arguments(parser)
 
 
@@ -433,9 +434,11 @@ def run_cli(args) -> int:
     runner.check_run_dir(out, resume=args.resume, what="sweep")
     runner.check_clip(sweep.base)
     distributed.check_devices(sweep.base.devices)
-    parallel.make_mesh(sweep.base.devices, sweep.base.num_envs)  # a layout this machine cannot run: one line now
+    parallel.make_mesh(sweep.base.devices, sweep.base.num_envs, len(sweep.members))  # a layout this machine cannot run: one line now
     compiled.enable_compile_cache()
-    run(sweep, out, progress=lambda line: print(line, flush=True), resume=args.resume)
+    if args.tensorboard:
+        reporting.check_tensorboard()
+    run(sweep, out, progress=lambda line: print(line, flush=True), resume=args.resume, tensorboard=args.tensorboard)
     return 0
 
 

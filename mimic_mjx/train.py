@@ -139,14 +139,15 @@ def state_shardings(state: TrainState, mesh, members: bool = False) -> TrainStat
     return parallel.shardings(state, mesh, batched, members)
 
 
-def place(state: TrainState, config: TrainConfig, members: bool = False):
+def place(state: TrainState, config: TrainConfig, members: int = 0):
     """`(state, mesh, out_shardings)`: `state` placed on `config.devices` (parallel.py), the
-    mesh for `make_iteration` and the shardings to pin its outputs to. On one device the
-    state is returned as it is with `(None, None)`: the program is the one before meshes."""
-    mesh = parallel.make_mesh(config.devices, config.num_envs)
+    mesh for `make_iteration` and the shardings to pin its outputs to; `members`: a sweep's
+    member count (its state has a leading members axis). On one device the state is
+    returned as it is with `(None, None)`: the program is the one before meshes."""
+    mesh = parallel.make_mesh(config.devices, config.num_envs, members)
     if mesh.size == 1:
         return state, None, None
-    placement = state_shardings(state, mesh, members)
+    placement = state_shardings(state, mesh, members > 0)
     distributed.barrier("mimic_mjx place")  # device_put checks every process holds the same state
     return jax.device_put(state, placement), mesh, (placement, parallel.replicated(mesh))
 

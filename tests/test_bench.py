@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import mujoco
-import numpy as np
 import pytest
 
 from mimic_mjx import bench, brax_adapter
@@ -34,6 +33,7 @@ def test_parse_batches_and_rows():
     # Rows come back in the canonical order, whatever order they were asked in.
     assert bench.parse_rows("native,physics") == ("physics", "native")
     assert bench.parse_steps("96") == 96
+    assert bench.parse_devices("1, 1", (3, 5)) == (1,)  # repeats dropped; 1 divides every batch
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,11 @@ def test_parse_batches_and_rows():
         (["--steps", "0"], "--steps '0': must be >= 1"),
         (["--steps", "x"], "--steps 'x': expected a positive integer"),
         (["--profile", "/dev/null/prof"], "--profile '/dev/null/prof': cannot create the folder (Not a directory)"),
-        (["--physics", "warp"], "--physics 'warp': expected mjx, native or mjx,native"),
+        (["--physics", "warp"], "--physics 'warp': expected one or more of mjx, native, comma-separated"),
+        # The test process has one CPU device (tests/test_parallel.py forces two in a subprocess).
+        (["--devices", "1,2"], "--devices '1,2': 2 device(s), but JAX sees 1 here"),
+        (["--devices", "0"], "--devices '0': every device count must be >= 1"),
+        (["--devices", "one"], "--devices 'one': expected positive integers separated by commas"),
     ],
 )
 @pytest.mark.timeout(60)

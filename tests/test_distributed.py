@@ -153,3 +153,44 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
     # Both processes wrote the checkpoints together (orbax); the evaluation is process 0's.
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "3"]
     assert len((run / "eval.jsonl").read_text().splitlines()) == 1 and (run / "best" / "meta.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_sweep_over_two_processes_scores_as_one_process(tmp_path):
+    # 2 reward scales x 1 seed. Two processes keep the members whole and split each member's
+    # environments over both (parallel.make_mesh); one process with 2 devices puts one member
+    # on each device. Either way each member is its own run: the first iteration agrees.
+    for name, extra in (("sweep", []), ("sweep_two_devices", ["devices=2"])):
+        base = "".join(f"  - '{item}'\n" for item in TINY + extra if not item.startswith(("iterations", "eval_every")))
+        (tmp_path / f"{name}.yaml").write_text(f"train: cpu_tiny\nset:\n{base}grid: {{reward.pose_scale: [2.0, 8.0]}}\n"
+                                               "iterations: 2\neval_every: 2\n")
+
+    def args(out, extra=(), name="sweep"):
+        return ["-m", "mimic_mjx", "sweep", "--config", str(tmp_path / f"{name}.yaml"), "--out", str(out), *extra]
+
+    port = _free_port()
+    flags = ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--distributed-timeout", "120"]
+    procs = [subprocess.Popen([sys.executable, *args(tmp_path / "two_processes", [*flags, "--process-id", str(i)])],
+                              env=_one_device_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    outs = [p.communicate(timeout=1700) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    reference = _forced(args(tmp_path / "two_devices", name="sweep_two_devices"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert "2 members on 2 devices: members in 2 group(s) of devices" in reference.stdout
+    assert "2 members on 2 devices: members in 1 group(s) of devices" in outs[0][0]
+
+    def metrics(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    rows, ref = metrics(tmp_path / "two_processes"), metrics(tmp_path / "two_devices")
+    # Process 0 alone wrote: one line per member per iteration.
+    assert [(r["member"], r["training/iteration"]) for r in rows] == [
+        (r["member"], r["training/iteration"]) for r in ref] == [(0, 1), (1, 1), (0, 2), (1, 2)]
+    for a, b in zip(rows[:2], ref[:2]):
+        assert not _close(a, b), _close(a, b)
+    # The yardstick ran on process 0 with every member's policy: one line per member.
+    evals = [json.loads(line) for line in (tmp_path / "two_processes" / "eval.jsonl").read_text().splitlines()]
+    assert [e["member"] for e in evals] == [0, 1]

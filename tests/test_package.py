@@ -68,7 +68,7 @@ import sys, numpy as np, jax, jax.numpy as jnp
 from mimic_mjx import bench, model, motion, physics
 m = model.load_model()
 qpos, qvel, ctrl = bench.initial_physics_states(motion.load_clip("walk"), m, 4)
-p = physics.Physics(m, "mjx")
+p = physics.make(m, "mjx")
 d = jax.vmap(p.put)(jnp.asarray(qpos, jnp.float32), jnp.asarray(qvel, jnp.float32), jnp.asarray(ctrl, jnp.float32))
 d, _ = jax.jit(bench.physics_chunk(p, 4))(d)  # 4 control steps = 20 MJX steps
 np.savez(sys.argv[1], qpos=np.asarray(d.qpos), qvel=np.asarray(d.qvel))

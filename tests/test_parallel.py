@@ -59,7 +59,11 @@ SCRIPT = textwrap.dedent(r"""
     if physics == "mjx":  # MJX compiles for minutes on a CPU: the layouts once, the resume and sweep with native
         print(json.dumps({**runs, "devices": placed}))
         sys.exit(0)
-    runs["two_then_one"] = run("switch", 2, 2) + run("switch", 1, 3, resume=True)
+    first_two = run("switch", 2, 2)
+    import shutil
+    shutil.copytree(f"{out}/switch", f"{out}/switch4")  # the same 2-device checkpoint, resumed on 4
+    runs["two_then_one"] = first_two + run("switch", 1, 3, resume=True)
+    runs["two_then_four"] = first_two + run("switch4", 4, 3, resume=True)
     # A 4-member sweep (2 reward scales x 2 seeds) of the same tiny run, on 1 and on 2 devices.
     from mimic_mjx import sweep as sweep_lib
     (pathlib.Path(out) / "base.yaml").write_text(
@@ -73,7 +77,22 @@ SCRIPT = textwrap.dedent(r"""
                                progress=lambda line: None)
         runs[f"sweep{devices}"] = [json.loads(line) for line in open(f"{out}/s{devices}/metrics.jsonl")]
         placed[f"sweep{devices}"] = len(result["state"].env_state.obs.devices())
-    print(json.dumps({**runs, "devices": placed}))
+    # 3 members on 2 devices (gcd 1): each member's environments split over both devices.
+    (pathlib.Path(out) / "sweep3.yaml").write_text(
+        f"train: {out}/base.yaml\nset: [devices=2]\ngrid: {{reward.pose_scale: [2.0, 8.0, 32.0]}}\n"
+        "seeds: [0]\niterations: 1\neval_every: 1\n")
+    result = sweep_lib.run(sweep_lib.load_sweep(f"{out}/sweep3.yaml"), f"{out}/s3", progress=lambda line: None)
+    runs["sweep3"] = [json.loads(line) for line in open(f"{out}/s3/metrics.jsonl")]
+    placed["sweep3"] = len(result["state"].env_state.obs.devices())
+    from mimic_mjx import parallel
+    try:
+        parallel.make_mesh(2, 15, members=3)
+    except Exception as e:
+        refusal = str(e)
+    print(json.dumps({**runs, "devices": placed, "refusal": refusal,
+                      "meshes": {name: dict(parallel.make_mesh(2, 16, members=m).shape) for name, m in
+                                 (("sweep2", 4), ("sweep3", 3))},
+                      "spec3": list(result["state"].env_state.obs.sharding.spec)}))
 """)
 
 
@@ -91,7 +110,9 @@ def _close(a: dict, b: dict, rtol: float = RTOL) -> list[str]:
 
 @pytest.mark.parametrize("physics", ["native", "mjx"])
 def test_two_devices_train_as_one_and_resume_on_one(tmp_path, physics):
-    out = _forced(["-c", SCRIPT, physics, str(tmp_path), jax.config.jax_compilation_cache_dir or str(tmp_path / "cache")])
+    # Four forced devices: the runs name their own count (1, 2, or 4 for the second resume).
+    out = _forced(["-c", SCRIPT, physics, str(tmp_path), jax.config.jax_compilation_cache_dir or str(tmp_path / "cache")],
+                  devices=4)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(runs["one"]) == len(runs["two"]) == 3
@@ -102,9 +123,9 @@ def test_two_devices_train_as_one_and_resume_on_one(tmp_path, physics):
         return
     # Checkpointed at iteration 2 on 2 devices, resumed and finished on 1: the first two
     # iterations are the 2-device run's own, the third agrees with its third.
-    switch = runs["two_then_one"]
-    assert [{k: r[k] for k in KEYS} for r in switch[:2]] == [{k: r[k] for k in KEYS} for r in runs["two"][:2]]
-    assert not _close(switch[2], runs["two"][2], RTOL_RESUME), _close(switch[2], runs["two"][2], RTOL_RESUME)
+    for switch in (runs["two_then_one"], runs["two_then_four"]):  # ... and on 4
+        assert [{k: r[k] for k in KEYS} for r in switch[:2]] == [{k: r[k] for k in KEYS} for r in runs["two"][:2]]
+        assert not _close(switch[2], runs["two"][2], RTOL_RESUME), _close(switch[2], runs["two"][2], RTOL_RESUME)
     # The sweep's members, one metrics line each per iteration, on 2 devices as on 1.
     assert len(runs["sweep2"]) == len(runs["sweep1"]) == 8
     for a, b in zip(runs["sweep2"], runs["sweep1"]):
@@ -112,7 +133,19 @@ def test_two_devices_train_as_one_and_resume_on_one(tmp_path, physics):
         if a["training/iteration"] == 1:
             assert not _close(a, b), _close(a, b)
     # The environments really were split: the last state of each run lives on this many devices.
-    assert runs["devices"] == {"one": 1, "two": 2, "switch": 1, "sweep1": 1, "sweep2": 2}
+    assert runs["devices"] == {"one": 1, "two": 2, "switch": 1, "switch4": 4, "sweep1": 1, "sweep2": 2, "sweep3": 2}
+    # The sweep's layouts, by hand: 4 members on 2 devices, gcd 2: one member group per device,
+    # environments whole; 3 members, gcd 1: one group, each member's environments over both.
+    assert runs["meshes"] == {"sweep2": {"members": 2, "batch": 1}, "sweep3": {"members": 1, "batch": 2}}
+    assert runs["spec3"] == ["members", "batch"]
+    # Members 0 and 1 of the 3-member sweep (pose_scale 2 and 8, seed 0) are the 4-member
+    # sweep's members 0 and 2 (grid x seeds, seeds fastest): their first iteration agrees.
+    first = {r["member"]: r for r in runs["sweep1"] if r["training/iteration"] == 1}
+    for r in runs["sweep3"]:
+        if r["member"] < 2:
+            assert not _close(r, first[2 * r["member"]]), _close(r, first[2 * r["member"]])
+    assert runs["refusal"] == ("num_envs = 15 does not split evenly over the 2 devices each member gets "
+                               "(3 members on 2 devices: 1 group(s) of 2); choose a multiple of 2")
 
 
 def test_a_layout_this_machine_cannot_run_is_one_line():
@@ -123,3 +156,16 @@ def test_a_layout_this_machine_cannot_run_is_one_line():
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: num_envs = 15 does not split evenly over 2 devices (devices = 2); choose a multiple of 2"]
+
+
+def test_bench_times_the_train_row_on_one_and_two_devices(tmp_path):
+    # The same global batch (4 envs) on 1 and on 2 forced devices, in one bench run.
+    out = _forced(["-m", "mimic_mjx", "bench", "--config", "cpu_tiny", "--rows", "train", "--physics", "native",
+                   "--batch", "4", "--steps", "1", "--devices", "1,2", "--json"], timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    one, two = report["rows"]
+    assert [(r["name"], r["batch"], r["devices"]) for r in (one, two)] == [("train", 4, 1), ("train", 4, 2)]
+    assert one["layout"] == "4 envs on one device" and two["layout"] == "2 envs on each of 2 device(s)"
+    assert two["over_one_device"] == pytest.approx(two["steps_per_s"] / one["steps_per_s"], rel=1e-6)
+    assert "--devices 1,2" in report["command"]

@@ -11,6 +11,7 @@ import mujoco
 import numpy as np
 import pytest
 
+from mimic_mjx import bench
 from mimic_mjx import env as env_lib
 from mimic_mjx import model as model_lib
 from mimic_mjx import motion
@@ -28,7 +29,7 @@ def mj_model():
 
 @pytest.fixture(scope="module")
 def native(mj_model):
-    return physics_lib.Physics(mj_model, "native", threads=2)
+    return physics_lib.make(mj_model, "native", threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,27 @@ def test_auto_picks_mjx_on_accelerators_and_native_on_cpu():
     assert physics_lib.resolve_backend("mjx", "cpu") == "mjx"
     with pytest.raises(MimicError, match="env.physics must be one of auto, mjx, native, got 'bullet'"):
         physics_lib.resolve_backend("bullet")
+
+
+def test_a_backend_is_one_registered_class(mj_model, monkeypatch):
+    # A toy backend: one subclass added to the registry. `auto`, make and bench's --physics
+    # find it without being told its name.
+    class Frozen(physics_lib.Physics):
+        name, how, preferred_on = "frozen", "the state as it was", ("toy",)
+
+        def step(self, state):
+            return state, jnp.zeros((), bool)
+
+    monkeypatch.setitem(physics_lib.BACKEND_CLASSES, "frozen", Frozen)
+    monkeypatch.setattr(physics_lib, "BACKENDS", ("auto", *physics_lib.BACKEND_CLASSES))
+    assert physics_lib.resolve_backend("auto", "toy") == "frozen"
+    frozen = physics_lib.make(mj_model, "frozen")
+    assert isinstance(frozen, physics_lib.Physics) and frozen.backend == "frozen"
+    state = frozen.put(jnp.ones(mj_model.nq), jnp.zeros(mj_model.nv))
+    assert jnp.array_equal(frozen.step(state)[0].qpos, state.qpos)
+    assert bench.parse_physics("native,frozen") == ("native", "frozen")
+    assert [type(physics_lib.make(mj_model, n, threads=1)).__name__ for n in ("mjx", "native")] == [
+        "MjxPhysics", "NativePhysics"]
 
 
 def test_native_step_equals_plain_mujoco(mj_model, native, walk):
@@ -279,7 +301,7 @@ def test_mjx_and_native_agree_over_a_few_control_steps(mj_model, walk):
     ctrl = qpos[:, act_qpos]
     results = {}
     for backend in ("native", "mjx"):
-        phys = physics_lib.Physics(mj_model, backend)
+        phys = physics_lib.make(mj_model, backend)
 
         def run(d, phys=phys):
             def body(d, _):

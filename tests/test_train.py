@@ -7,7 +7,6 @@ values such as max_kl or the seed do not change the program), and the persistent
 cache from conftest.py serves later compiles, in this file and in test_evaluate.py.
 """
 
-import dataclasses
 import json
 import math
 import pathlib
@@ -376,8 +375,10 @@ def test_iteration_vmaps_over_members_with_their_own_reward():
 def run(tmp_path_factory):
     """4 iterations of the humanoid (checkpoints at 2 and 4), with their progress lines."""
     out = tmp_path_factory.mktemp("runs") / "straight"
-    lines = []
-    result = runner.train(tiny_config("iterations=4"), out, progress=lines.append)
+    lines, calls = [], []
+    result = runner.train(tiny_config("iterations=4"), out, progress=lines.append,
+                          progress_fns=[lambda step, rows: calls.append((step, rows))])
+    result.calls = calls  # a user's progress_fn: what it was called with
     return result, lines
 
 
@@ -394,6 +395,8 @@ def test_run_writes_config_metrics_checkpoints_and_progress(run):
     assert saved == runconfig.resolve_defaults(tiny_config("iterations=4"))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["training/iteration"] for r in records] == [1, 2, 3, 4]
+    # A user's progress_fn(step, rows) saw each iteration's row as metrics.jsonl holds it.
+    assert [(step, rows) for step, rows in result.calls] == [(r["training/iteration"], [r]) for r in records]
     assert [r["training/env_steps"] for r in records] == [256, 512, 768, 1024]  # 16 envs x 16 steps
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "4"]
     for key in ("training/reward_mean", "training/reward_min", "training/reward_max", "reward/pose",

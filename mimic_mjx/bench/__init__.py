@@ -48,6 +48,7 @@ from typing import Any, Callable
 
 import jax
 
+from mimic_mjx import physics as physics_lib
 from mimic_mjx.bench import rows as _rows  # noqa: F401  (registers the rows)
 from mimic_mjx.bench.harness import REGISTRY, Bench, build, chunk_count
 from mimic_mjx.bench.report import add_ratios, assemble, env_physics_ratio, format_report, time_split, update_fraction
@@ -64,21 +65,29 @@ DEFAULT_STEPS = 96
 
 __all__ = ["Bench", "ROWS", "DEFAULT_ROWS", "add_arguments", "add_ratios",
            "chunk_count", "env_chunk", "env_physics_ratio", "format_report", "initial_physics_states",
-           "parse_batches", "parse_physics", "parse_rows", "parse_steps", "physics_chunk", "run_benchmark",
+           "parse_batches", "parse_devices", "parse_physics", "parse_rows", "parse_steps", "physics_chunk", "run_benchmark",
            "run_cli", "time_split", "update_fraction"]
 
 
 def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = lambda msg: None,
-                  command: str = "", profile_dir: str | None = None, physics=("mjx",), config=None) -> dict:
+                  command: str = "", profile_dir: str | None = None, physics=("mjx",), config=None,
+                  devices: tuple[int, ...] = ()) -> dict:
     """Run `rows` at each batch size, the per-backend rows (`RowSpec.per_backend`) once per
-    `physics` backend; the JSON report (see BENCHMARKS.md for the keys)."""
+    `physics` backend and the per-device rows (`RowSpec.per_device`: train) once per count in
+    `devices` (empty: the config's); the JSON report (see BENCHMARKS.md for the keys)."""
     load_start = os.getloadavg()
     bench = build(steps, progress, profile_dir, physics, config)
     results = []
     for batch in batches:
         for backend in physics:
             bench.physics = backend
-            results += [REGISTRY[name].run(bench, batch) for name in rows if REGISTRY[name].per_backend]
+            for name in rows:
+                spec = REGISTRY[name]
+                if spec.per_backend:
+                    for count in (devices if spec.per_device and devices else (None,)):
+                        bench.devices = count
+                        results.append(spec.run(bench, batch))
+            bench.devices = None
         bench.physics = physics[0]
         results += [REGISTRY[name].run(bench, batch) for name in rows if not REGISTRY[name].per_backend]
         bench.kept.clear()  # free the kept states before the next (bigger) batch
@@ -111,11 +120,42 @@ def parse_rows(text: str) -> tuple[str, ...]:
 
 
 def parse_physics(text: str) -> tuple[str, ...]:
-    """`"mjx,native"` -> ("mjx", "native"); MimicError for anything else."""
+    """`"mjx,native"` -> ("mjx", "native"): physics backends (physics.BACKEND_CLASSES);
+    MimicError for anything else."""
+    known = tuple(physics_lib.BACKEND_CLASSES)
     names = tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
-    if not names or any(n not in ("mjx", "native") for n in names):
-        raise MimicError(f"--physics {text!r}: expected mjx, native or mjx,native")
+    if not names or any(n not in known for n in names):
+        raise MimicError(f"--physics {text!r}: expected one or more of {', '.join(known)}, comma-separated")
     return names
+
+
+def default_physics() -> tuple[str, ...]:
+    """Every backend on a CPU (to compare them); on an accelerator, those that run on it
+    (`on_device`: not MuJoCo C, which steps on the host)."""
+    names = tuple(physics_lib.BACKEND_CLASSES)
+    if jax.default_backend() == "cpu":
+        return names
+    return tuple(n for n, cls in physics_lib.BACKEND_CLASSES.items() if cls.on_device)
+
+
+def parse_devices(text: str, batches: tuple[int, ...]) -> tuple[int, ...]:
+    """`"1,2"` -> (1, 2): device counts this machine has and every batch splits over."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        counts = tuple(dict.fromkeys(int(p) for p in parts))
+    except ValueError:
+        raise MimicError(f"--devices {text!r}: expected positive integers separated by commas, e.g. 1,2") from None
+    available = jax.device_count()
+    for count in counts:
+        if count < 1:
+            raise MimicError(f"--devices {text!r}: every device count must be >= 1")
+        if count > available:
+            raise MimicError(f"--devices {text!r}: {count} device(s), but JAX sees {available} here "
+                             "(on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
+        for batch in batches:
+            if batch % count:
+                raise MimicError(f"--devices {text!r}: batch {batch} does not split evenly over {count} devices")
+    return counts
 
 
 def parse_steps(text: str) -> int:
@@ -134,16 +174,20 @@ def add_arguments(parser) -> None:
                         help=f"batch sizes (default: {','.join(map(str, GPU_BATCHES))} on a GPU, "
                              f"{','.join(map(str, CPU_BATCHES))} on CPU)")
     parser.add_argument("--steps", default=str(DEFAULT_STEPS), metavar="N",
-                        help=f"timed control steps per environment per row, rounded up to whole 32-step "
-                             f"chunks (default {DEFAULT_STEPS}; physics rows: the same simulated time)")
+                        help=f"timed control steps per environment per row, rounded up to whole chunks of the "
+                             f"preset's horizon (default {DEFAULT_STEPS}; physics rows: the same simulated time)")
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), metavar="R1,R2",
                         help=f"rows to run, of {','.join(ROWS)} (default: {','.join(DEFAULT_ROWS)})")
     parser.add_argument("--config", default=None, metavar="PRESET",
                         help="training preset or YAML whose networks, horizon, reward and env the rows use "
                              "(default: the preset `mimic-mjx train` picks, walk_cpu on a CPU); --batch still sets the batch")
     parser.add_argument("--physics", default=None, metavar="P1,P2",
-                        help="physics backends of the physics, env, policy and train rows, of mjx,native "
-                             "(default: mjx,native on CPU, mjx on an accelerator)")
+                        help="physics backends of the physics, env, policy and train rows, of "
+                             f"{','.join(physics_lib.BACKEND_CLASSES)} (default: all of them on CPU, "
+                             "the accelerator's own (mjx) on an accelerator)")
+    parser.add_argument("--devices", default=None, metavar="D1,D2",
+                        help="device counts the train row runs at, the same global batch split over them, "
+                             "e.g. 1,2 (default: the preset's devices, 0: every device JAX sees)")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="also record one call of each row with jax.profiler into DIR/<row>-<batch> "
                              "(open with TensorBoard's profile plugin or Perfetto)")
@@ -161,8 +205,8 @@ def run_cli(args) -> int:
             raise MimicError(f"--profile {args.profile!r}: cannot create the folder ({e.strerror})") from None
     batches = parse_batches(args.batch) if args.batch is not None else (
         CPU_BATCHES if jax.default_backend() == "cpu" else GPU_BATCHES)
-    physics = parse_physics(args.physics) if getattr(args, "physics", None) else (
-        ("mjx", "native") if jax.default_backend() == "cpu" else ("mjx",))
+    physics = parse_physics(args.physics) if getattr(args, "physics", None) else default_physics()
+    devices = parse_devices(args.devices, batches) if getattr(args, "devices", None) else ()
     from mimic_mjx import runconfig
 
     # After the flags are checked; the preset train would run, said on stderr so --json's
@@ -171,9 +215,11 @@ def run_cli(args) -> int:
     config = runconfig.load_train_config(preset, [])
     command = (f"mimic-mjx bench --batch {','.join(map(str, batches))} --steps {steps} --rows {','.join(rows)}"
                f" --physics {','.join(physics)} --config {preset}"
+               + (f" --devices {','.join(map(str, devices))}" if devices else "")
                + (f" --profile {args.profile}" if args.profile else "") + (" --json" if args.json else ""))
     report = run_benchmark(batches, rows, steps, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-                           command=command, profile_dir=args.profile, physics=physics, config=config)
+                           command=command, profile_dir=args.profile, physics=physics, config=config,
+                           devices=devices)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

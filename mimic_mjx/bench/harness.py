@@ -30,6 +30,7 @@ class RowSpec:
     # turn), so a ratio between them sees the same machine load even on a shared machine.
     pair: str | None = None
     default: bool = True  # in `--rows`' default
+    per_device: bool = False  # runs once per `--devices` count (the same global batch split over them)
 
 
 REGISTRY: dict[str, RowSpec] = {}
@@ -70,6 +71,7 @@ class Bench:
     setup_log: list = dataclasses.field(default_factory=list)
     kept: dict = dataclasses.field(default_factory=dict)  # (row, batch, physics) -> _Timed, for the rows paired with it
     physics: str = ""  # the backend the per-backend rows run on now
+    devices: int | None = None  # the per-device rows' device count now (--devices); None: the config's
 
     @property
     def env(self) -> env_lib.ImitationEnv:
@@ -87,6 +89,8 @@ class Bench:
         from mimic_mjx import runconfig
 
         config = self.train_config.replace(num_envs=batch)
+        if self.devices is not None:
+            config = config.replace(devices=self.devices)
         return runconfig.resolve_defaults(config.replace(env=config.env.replace(physics=self.env.physics.backend)))
 
     def setup(self, batch: int):
@@ -106,14 +110,18 @@ class Bench:
                                    "what": "train.init (reset_batch + network init)", "compile_s": round(compile_s, 2)})
         return self._setup[batch, self.env.physics.backend]
 
-    def time_row(self, name: str, batch: int, fn, carry, steps_per_call: int) -> dict:
+    def time_row(self, name: str, batch: int, fn, carry, steps_per_call: int, out_shardings=None) -> dict:
         """Compile `fn: carry -> (carry, out)`, run it once, then time `self.chunks` chained calls,
-        each preceded by one call of the function of the row it is paired with (`RowSpec.pair`) when that row ran at this batch."""
+        each preceded by one call of the function of the row it is paired with (`RowSpec.pair`) when that row ran at this batch.
+        `out_shardings`: where the outputs must stay over several devices (as the trainer pins
+        them: `train.place`), so each call's carry is placed as the compiled program expects."""
         backend = self.env.physics.backend
-        tag = f"[bench] batch {batch}: {name} ({backend}):"
+        on = "" if self.devices is None else f" on {self.devices} device(s)"
+        tag = f"[bench] batch {batch}: {name} ({backend}{on}):"
         self.progress(f"{tag} compiling ...")
         start = time.perf_counter()
-        compiled = jax.jit(fn).lower(carry).compile()
+        jitted = jax.jit(fn) if out_shardings is None else jax.jit(fn, out_shardings=out_shardings)
+        compiled = jitted.lower(carry).compile()
         compile_s = time.perf_counter() - start
         self.progress(f"{tag} compiled in {compile_s:.1f} s; warm-up call ...")
         own = _Timed(compiled, carry, steps_per_call * batch)
@@ -133,7 +141,8 @@ class Bench:
         self.progress(f"{tag} {total / own.seconds:,.0f} {unit(name)} ({total:,} steps in {own.seconds:.2f} s; "
                       f"a call {spread[1]:.3f} s median, {spread[0]:.3f}-{spread[2]:.3f})")
         if self.profile_dir:  # a traced call is slower: outside the timing, carry not advanced
-            trace = os.path.join(self.profile_dir, f"{name}-{backend}-{batch}")
+            suffix = "" if self.devices is None else f"-{self.devices}dev"
+            trace = os.path.join(self.profile_dir, f"{name}-{backend}-{batch}{suffix}")
             with jax.profiler.trace(trace):
                 jax.block_until_ready(compiled(own.carry))
             self.progress(f"{tag} profile of one call in {trace}")

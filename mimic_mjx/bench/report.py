@@ -36,7 +36,11 @@ def update_fraction(train_steps_per_s: float, rollout_steps_per_s: float) -> flo
 
 def add_ratios(rows: list[dict], substeps: int) -> list[dict]:
     """Cross-row numbers, per batch: env/policy vs physics, MJX vs native, update fraction, vs Brax."""
-    by = {(r["name"], r["batch"], r.get("physics")): r for r in rows if r.get("steps_per_s")}
+    by, by_devices = {}, {}
+    for r in rows:  # the first row of a name wins: under --devices 1,2 that is the first count's
+        if r.get("steps_per_s"):
+            by.setdefault((r["name"], r["batch"], r.get("physics")), r)
+            by_devices.setdefault((r["name"], r["batch"], r.get("physics"), r.get("devices", 1)), r)
     out = []
     for r in rows:
         r = dict(r)
@@ -48,7 +52,11 @@ def add_ratios(rows: list[dict], substeps: int) -> list[dict]:
                 (name, r["batch"], None))
             return (row or {}).get("steps_per_s")
 
-        mjx_row = by.get((r["name"], r["batch"], "mjx"))
+        mjx_row = by_devices.get((r["name"], r["batch"], "mjx", r.get("devices", 1)))
+        one = by_devices.get((r["name"], r["batch"], r.get("physics"), 1))
+        if r["name"] == "train" and r.get("devices", 1) > 1 and r.get("steps_per_s") and one:
+            # Same global batch on more devices: what splitting it (and its collectives) buys or costs.
+            r["over_one_device"] = r["steps_per_s"] / one["steps_per_s"]
         if r.get("physics") == "native" and r.get("steps_per_s") and mjx_row:
             r["native_over_mjx"] = r["steps_per_s"] / mjx_row["steps_per_s"]
         if r["name"] == "train" and r.get("steps_per_s"):
@@ -92,19 +100,23 @@ def format_report(report: dict) -> str:
              "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
              f"model: {report['settings']['model_summary']}",
              f"XLA_FLAGS: {report.get('xla_flags') or '(none)'}", ""]
-    header = (f"{'row':<8} {'physics':<7} {'batch':>6} {'steps/s':>9} {'unit':<16} {'compile s':>9} "
+    header = (f"{'row':<8} {'physics':<7} {'batch':>6} {'dev':>3} {'steps/s':>9} {'unit':<16} {'compile s':>9} "
               f"{'peak mem':>9} {'program':>9}  notes")
     lines += [header, "-" * len(header)]
     for r in report["rows"]:
         compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.1f}"
         notes = r.get("skipped") or r.get("notes", "")
-        lines.append(f"{r['name']:<8} {r.get('physics') or '-':<7} {r['batch']:>6} {_si(r['steps_per_s']):>9} "
+        lines.append(f"{r['name']:<8} {r.get('physics') or '-':<7} {r['batch']:>6} {r.get('devices', 1):>3} "
+                     f"{_si(r['steps_per_s']):>9} "
                      f"{r['unit']:<16} {compile_s:>9} {_si(r['peak_mem_bytes']):>9} {_si(r.get('program_bytes')):>9}  "
                      f"{notes}")
     lines.append("")
     for r in report["rows"]:
         if r.get("native_over_mjx") is not None:
             lines.append(f"{r['name']} (batch {r['batch']}): native / mjx steps/s = {r['native_over_mjx']:.3g}")
+        if r.get("over_one_device") is not None:
+            lines.append(f"train (batch {r['batch']}, {r['physics']}): {r['devices']} devices / 1 device steps/s = "
+                         f"{r['over_one_device']:.3g} ({r['layout']})")
         if r.get("time_split"):
             split = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["time_split"].items())
             lines.append(f"train (batch {r['batch']}, {r['physics']}): iteration time: {split}")

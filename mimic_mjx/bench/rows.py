@@ -16,6 +16,7 @@ import numpy as np
 from mimic_mjx import brax_adapter
 from mimic_mjx import compiled as compiled_lib
 from mimic_mjx import env as env_lib
+from mimic_mjx import parallel
 from mimic_mjx import physics as physics_lib
 from mimic_mjx.bench.harness import Bench, result, row, skipped
 
@@ -74,7 +75,7 @@ def run_physics(bench: Bench, batch: int) -> dict:
                                      jnp.asarray(ctrl, jnp.float32))
     length = bench.horizon
     row = bench.time_row("physics", batch, physics_chunk(env.physics, length), data, length * env.substeps)
-    how = "vmap(mjx.step)" if env.physics.backend == "mjx" else "pure_callback(mujoco.rollout)"
+    how = env.physics.how
     row["notes"] = f"{how} in lax.scan({length} control steps x {env.substeps}); PD holding mocap poses"
     return row
 
@@ -141,16 +142,17 @@ def run_policy(bench: Bench, batch: int) -> dict:
     return row
 
 
-@row("train", per_backend=True, pair="policy")
+@row("train", per_backend=True, pair="policy", per_device=True)
 def run_train(bench: Bench, batch: int) -> dict:
     from mimic_mjx import train
 
     config = bench.config_for(batch)
     # The trainer's own layout: the batch split over config.devices (0: every device JAX sees).
-    carry, mesh, _ = train.place(bench.setup(batch), config)
-    row = bench.time_row("train", batch, train.make_iteration(bench.env, config, mesh), carry, config.horizon)
+    carry, mesh, out_shardings = train.place(bench.setup(batch), config)
+    row = bench.time_row("train", batch, train.make_iteration(bench.env, config, mesh), carry, config.horizon,
+                         out_shardings)
     count = 1 if mesh is None else mesh.size
-    row.update(devices=count, layout=f"{batch // count} envs on each of {count} device(s)")
+    row.update(devices=count, layout=f"{batch} envs on one device" if mesh is None else parallel.describe(mesh, batch))
     row["notes"] = f"train.make_iteration: rollout({config.horizon}) + GAE + TRPO + value fit"
     return row
 
