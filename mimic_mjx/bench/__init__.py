@@ -95,16 +95,21 @@ def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = la
     return assemble(bench, results, command, load_start)
 
 
-def parse_batches(text: str) -> tuple[int, ...]:
-    """`"128,1024"` -> (128, 1024); MimicError for anything but positive integers."""
+def _positive_ints(text: str, flag: str, example: str, what: str) -> tuple[int, ...]:
+    """`"128,1024"` -> (128, 1024) for `flag`; one-line MimicError for anything but integers >= 1."""
     parts = [p.strip() for p in str(text).split(",")]
     try:
-        batches = tuple(int(p) for p in parts)
+        values = tuple(int(p) for p in parts)
     except ValueError:
-        raise MimicError(f"--batch {text!r}: expected positive integers separated by commas, e.g. 128,1024") from None
-    if not batches or any(b < 1 for b in batches):
-        raise MimicError(f"--batch {text!r}: every batch size must be >= 1")
-    return batches
+        raise MimicError(f"{flag} {text!r}: expected positive integers separated by commas, e.g. {example}") from None
+    if not values or any(v < 1 for v in values):
+        raise MimicError(f"{flag} {text!r}: every {what} must be >= 1")
+    return values
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """`"128,1024"` -> (128, 1024); MimicError for anything but positive integers."""
+    return _positive_ints(text, "--batch", "128,1024", "batch size")
 
 
 def parse_rows(text: str) -> tuple[str, ...]:
@@ -140,15 +145,9 @@ def default_physics() -> tuple[str, ...]:
 
 def parse_devices(text: str, batches: tuple[int, ...]) -> tuple[int, ...]:
     """`"1,2"` -> (1, 2): device counts this machine has and every batch splits over."""
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        counts = tuple(dict.fromkeys(int(p) for p in parts))
-    except ValueError:
-        raise MimicError(f"--devices {text!r}: expected positive integers separated by commas, e.g. 1,2") from None
+    counts = tuple(dict.fromkeys(_positive_ints(text, "--devices", "1,2", "device count")))
     available = jax.device_count()
     for count in counts:
-        if count < 1:
-            raise MimicError(f"--devices {text!r}: every device count must be >= 1")
         if count > available:
             raise MimicError(f"--devices {text!r}: {count} device(s), but JAX sees {available} here "
                              "(on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
