@@ -51,6 +51,11 @@ class EnvConfig:
     control: str = cfglib.field("pd", "pd: actions are PD targets in each joint's range; torque: scaled torques", static=True,
                                  choices=("pd", "torque"))
     rsi: bool = cfglib.field(True, "reference state initialisation: start at a uniform random clip time (else 0)", static=True)
+    # The seed diagnosis's option 4 (issue 30, docs/seed_remedies.md): a start that is not one
+    # fixed frame without DeepMimic's random clip time. A leaf, so a sweep may vary it.
+    start_pose_noise: float = cfglib.field(
+        0.0, "std of Gaussian noise added to the 28 joint coordinates of every episode's start pose, rad; "
+        "0: the reference pose exactly", ge=0)
     early_termination: bool = cfglib.field(True, "end an episode when a fall is detected", static=True)
     # DeepMimic sets this per clip in its args files (`--fall_contact_bodies`, ids of
     # humanoid3d.txt): every body but the feet for most clips, also not the hands for
@@ -267,6 +272,9 @@ class ImitationEnv:
         else:
             t = jnp.zeros(())
         qpos, qvel, low = motion.sample(self.clip_arrays, t)
+        # fold_in, not another split: the clip time's key stays what it was without noise.
+        noise = jax.random.normal(jax.random.fold_in(key, 1), qpos[7:].shape, qpos.dtype)
+        qpos = qpos.at[7:].add(self.config.start_pose_noise * noise)
         # Some mocap frames put a body under the floor (see `mimic-mjx clips --check`):
         # start those episodes lifted by the depth, not inside the floor.
         qpos = qpos.at[2].add(jnp.maximum(0.0, -low))

@@ -48,6 +48,32 @@ def test_no_rsi_starts_at_time_zero():
     np.testing.assert_allclose(np.asarray(state.data.qpos[7:]), env.clip.qpos[0, 7:], atol=1e-6)
 
 
+def test_start_pose_noise_is_gaussian_on_the_joints_only():
+    # The seed diagnosis's option 4: the first frame plus N(0, 0.1²) on the 28 joint coordinates.
+    env = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk", rsi=False, start_pose_noise=0.1))
+    keys = jax.random.split(jax.random.PRNGKey(3), 2048)
+    _, times, data = jax.jit(jax.vmap(env._start))(keys)  # no forward kinematics needed
+    assert np.all(np.asarray(times) == 0.0)
+    qpos = np.asarray(data.qpos, np.float64)
+    first = env.clip.qpos[0]
+    delta = qpos[:, 7:] - first[7:]
+    # 2048 x 28 draws: the sample std's own std is 0.1 / sqrt(2 * 57344) = 3e-4.
+    assert delta.std() == pytest.approx(0.1, abs=2e-3)
+    assert abs(delta.mean()) < 2e-3
+    assert np.all(np.abs(delta.mean(axis=0)) < 0.02)  # every coordinate, not a few
+    # The root is the clip's (height lifted only if the frame is under the floor).
+    np.testing.assert_allclose(qpos[:, [0, 1, 3, 4, 5, 6]], np.broadcast_to(first[[0, 1, 3, 4, 5, 6]], (2048, 6)),
+                               atol=1e-6)
+    # The noise has its own key: with RSI, the clip times are those of a start without noise.
+    rsi = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk", start_pose_noise=0.1))
+    plain = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk"))
+    t_noisy = jax.jit(jax.vmap(rsi._start))(keys[:64])[1]
+    t_plain, plain_data = jax.jit(jax.vmap(plain._start))(keys[:64])[1:]
+    np.testing.assert_array_equal(np.asarray(t_noisy), np.asarray(t_plain))
+    hinges = [np.interp(float(t), plain.clip.frame_times, plain.clip.qpos[:, 7]) for t in np.asarray(t_plain)]
+    np.testing.assert_allclose(np.asarray(plain_data.qpos[:, 7]), hinges, atol=1e-5)  # no noise by default
+
+
 @pytest.fixture(scope="module")
 def staged(walk_env, walk_rollout, walk_reset):
     """One rollout from a staged start: env 0 lies on the floor, env 1 stands in its

@@ -67,6 +67,7 @@ def test_reward_preset_and_overrides_from_yaml_and_set(tmp_path):
     (["trpo.max_kl_final_fraction=1.5"], "trpo.max_kl_final_fraction must be in (0, 1], got 1.5"),
     (["trpo.clip_value_targets=2"], "trpo.clip_value_targets"),
     (["env.max_body_error=-0.1"], "env.max_body_error must be >= 0"),
+    (["env.start_pose_noise=-0.1"], "env.start_pose_noise must be >= 0"),
     (["decay_alarm_evals=0"], "decay_alarm_evals must be >= 1"),
 ])
 def test_bad_override_is_one_line(overrides, words):
