@@ -286,7 +286,7 @@ class ImitationEnv:
         zero = jnp.zeros(())
         config = self.reward_config if reward_config is None else reward_config
         sim = self.kinematics(data)
-        errors = reward_lib.compute_errors(sim, sim)
+        errors = reward_lib.compute_errors(sim, sim, config.TERMS)
         _, terms = reward_lib.reward_from_errors(errors, jnp.zeros(self.action_size), config)
         return State(
             data=data,
@@ -353,7 +353,7 @@ class ImitationEnv:
         # BENCHMARKS.md, "CPU compile time").
         data, ref = self._forward_kinematics_stack(data, self.physics.put(ref_qpos, ref_qvel))
         finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & ~diverged
-        errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref))
+        errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref), state.reward_config.TERMS)
         steps = state.step_count + 1
         why = self._termination(data, finite, steps, t, ref_qpos, ref)
         terminated = jnp.any(jnp.stack([v for k, v in why.items() if not TERMINATIONS[k]]))

@@ -1,15 +1,20 @@
 """DeepMimic imitation reward as declared terms with a vmappable config.
 
+A reward is a table of terms (`TERMS`). Each `Term` is two small pure functions: `measure`,
+the raw errors between the simulated and the reference character (`Kinematics`), and
+`error`, which of them it scores under the config's switches. The config class is made
+from the table (`make_reward_config`): a `<term>_weight` and a `<term>_scale` per term plus
+the shared fields, every leaf a number, so a stack of configs (`stack_configs`) can be
+`jax.vmap`-ped and one compiled program scores many variants. Adding a term is one
+`measure` function and one `Term` entry.
+
 Two stages, both pure:
 
-* `compute_errors(sim, ref) -> Errors`: raw, config-independent squared errors per env
-  (pose, velocity, end-effector, root, COM, and the failed port's |Δq| sum). Stored
-  rollouts keep these, so a diagnosis can re-score them under any config without
+* `compute_errors(sim, ref) -> Errors`: raw, config-independent errors per env and term.
+  Stored rollouts keep these, so a diagnosis can re-score them under any config without
   simulating again.
 * `reward_from_errors(errors, action, config) -> (total, terms)`: each term is
-  ``output_scale * weight * f(scale * err)`` with ``f`` chosen by `RewardConfig.form`.
-  Every config leaf is a number and every choice is a `jnp.where`, so a stack of configs
-  (`stack_configs`) can be `jax.vmap`-ped: one compiled program scores many variants.
+  ``output_scale * weight * f(scale * err)`` with ``f`` chosen by the config's `form`.
 
 Sources: Peng et al. 2018, "DeepMimic", Sec. 5 eq. 6-10 (the paper), and the released
 code, xbpeng/DeepMimic DeepMimicCore/scenes/SceneImitate.cpp, cSceneImitate::
@@ -20,8 +25,9 @@ Units: angles rad, positions m, velocities m/s and rad/s.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
@@ -46,7 +52,6 @@ _DIFF_WEIGHT_SUM = ROOT_DIFF_WEIGHT + float(JOINT_DIFF_WEIGHTS.sum())
 # root_err = pos + 0.1 rot + 0.01 linvel + 0.001 angvel (SceneImitate.cpp lines 111-114).
 ROOT_POS_W, ROOT_ROT_W, ROOT_LINVEL_W, ROOT_ANGVEL_W = 1.0, 0.1, 0.01, 0.001
 
-TERM_NAMES = ("pose", "velocity", "end_effector", "root", "com", "joint_abs", "joint_vel_abs")
 FORM_EXP, FORM_LINEAR, FORM_QUADRATIC, FORM_ONE_MINUS_SQUARE = 0, 1, 2, 3
 FORM_NAMES = {FORM_EXP: "exp(-x)", FORM_LINEAR: "max(0, 1-x)", FORM_QUADRATIC: "max(0, 1-x)^2",
               FORM_ONE_MINUS_SQUARE: "max(0, 1-x^2)"}
@@ -71,86 +76,10 @@ class Kinematics:
     com_vel: jax.Array  # [3] world centre-of-mass velocity, m/s
 
 
-@flax.struct.dataclass
-class Errors:
-    """Raw, config-independent errors of one env (each a scalar; [B] when vmapped)."""
-
-    pose: jax.Array  # Σ ŵ_j θ_j² over root + 12 joints, ŵ = DiffWeight/4.8 (code's pose_err), rad²
-    pose_unweighted: jax.Array  # Σ_j θ_j² over the 12 joints, no root (paper eq. 7), rad²
-    velocity: jax.Array  # Σ ŵ_j |Δω_j|² over root + 12 joints (the code's vel_err), rad²/s²
-    velocity_unweighted: jax.Array  # Σ_j |Δω_j|² over the 12 joints (paper eq. 8), rad²/s²
-    end_effector: jax.Array  # Σ_e |Δp_e|² summed over the E end effectors (paper eq. 9), m²
-    root: jax.Array  # root_pos + 0.1 root_rot + 0.01 root_linvel + 0.001 root_angvel (code)
-    root_pos: jax.Array  # |Δ root position|², m²
-    root_rot: jax.Array  # (rotation angle of root_sim⁻¹ root_ref)², rad²
-    root_linvel: jax.Array  # |Δ root linear velocity|², m²/s²
-    root_angvel: jax.Array  # |Δ root angular velocity|², rad²/s²
-    com_pos: jax.Array  # |Δ COM position|² (paper eq. 10), m²
-    com_vel: jax.Array  # |Δ COM velocity|² (code uses this, times 0.1), m²/s²
-    joint_abs: jax.Array  # Σ over the 28 coordinates of |Δq| (the failed port's error), rad
-    joint_vel_abs: jax.Array  # Σ over the 28 coordinates of |Δq̇| (seed diagnosis, option 2), rad/s
-    num_joints: jax.Array  # J, divides the unweighted joint sums when normalize_per_joint = 1
-    num_end_effectors: jax.Array  # E, divides end_effector when normalize_per_joint = 1
-    num_coords: jax.Array  # len(joint_pos) = 28, divides joint_abs and joint_vel_abs when normalize_per_joint = 1
-
-
-@flax.struct.dataclass
-class RewardConfig:
-    """Weights, scales and switches of the reward; every leaf is a number (vmappable).
-
-    In a config file this is the `reward:` section: `preset` (one of PRESETS) gives every
-    field the section does not set, e.g. `reward: {preset: deepmimic_code, pose_scale: 3}`.
-    A weight or scale of 0 turns its term off or makes it constant; ranges are checked when
-    a config is loaded (`config.field`) and by `validate`.
-    """
-
-    pose_weight: float = cfglib.field(0.0, "weight of the joint-orientation term", ge=0)
-    pose_scale: float = cfglib.field(0.0, "k in f(k * pose error), 1/rad²", ge=0)
-    velocity_weight: float = cfglib.field(0.0, "weight of the joint angular-velocity term", ge=0)
-    velocity_scale: float = cfglib.field(0.0, "k for the velocity error, s²/rad²", ge=0)
-    end_effector_weight: float = cfglib.field(0.0, "weight of the end-effector position term", ge=0)
-    end_effector_scale: float = cfglib.field(0.0, "k for the end-effector error (a sum over E), 1/m²", ge=0)
-    root_weight: float = cfglib.field(0.0, "weight of the root pos/rot/vel term (released code only)", ge=0)
-    root_scale: float = cfglib.field(0.0, "k for the mixed root error", ge=0)
-    com_weight: float = cfglib.field(0.0, "weight of the centre-of-mass term", ge=0)
-    com_scale: float = cfglib.field(0.0, "k for the COM error (position: 1/m², velocity: s²/m²)", ge=0)
-    joint_abs_weight: float = cfglib.field(0.0, "weight of the failed port's Σ|Δq| term", ge=0)
-    joint_abs_scale: float = cfglib.field(0.0, "k for Σ|Δq|, 1/rad", ge=0)
-    joint_vel_abs_weight: float = cfglib.field(0.0, "weight of the Σ|Δq̇| term over the 28 joint coordinates", ge=0)
-    joint_vel_abs_scale: float = cfglib.field(0.0, "k for Σ|Δq̇|, s/rad", ge=0)
-    form: float = cfglib.field(
-        0.0, "f for every term: 0 exp(-x), 1 max(0, 1-x), 2 max(0, 1-x)², 3 max(0, 1-x²); each is 1 at x = 0",
-        choices=(FORM_EXP, FORM_LINEAR, FORM_QUADRATIC, FORM_ONE_MINUS_SQUARE))
-    joint_weighting: float = cfglib.field(
-        0.0, "0: unweighted sums over the 12 joints (paper); 1: DiffWeight/4.8 incl. root (code)", choices=(0, 1))
-    com_source: float = cfglib.field(
-        0.0, "0: COM position error (paper r_c); 1: COM velocity error (code)", choices=(0, 1))
-    normalize_per_joint: float = cfglib.field(
-        0.0, "1: divide the unweighted joint, end-effector, Σ|Δq| and Σ|Δq̇| sums by their counts", choices=(0, 1))
-    output_scale: float = cfglib.field(
-        1.0, "multiplies every tracking term (not alive_bonus or action_penalty)", ge=0)
-    # Any sign: a negative bonus is a per-step cost.
-    alive_bonus: float = cfglib.field(0.0, "added to the reward each step")
-    action_penalty: float = cfglib.field(0.0, "coefficient on mean(action²), subtracted", ge=0)
-
-    @classmethod
-    def from_preset(cls, name: str) -> "RewardConfig":
-        """The named preset; what a config file's `reward: {preset: NAME}` starts from."""
-        return preset(name)
-
-    @classmethod
-    def preset_names(cls) -> tuple[str, ...]:
-        return PRESETS
-
-
-_FIELDS = tuple(RewardConfig.__dataclass_fields__)
-# Below this fraction of its maximum per step a reward gives no learning signal; one
-# threshold for `diagnose`'s warning and the trainer's alarm. Measured on walk (docs/guide.md,
-# `mimic-mjx diagnose`): the failed port's exp(-Σ|Δq|) gives the random policy 2.6e-3 and
-# the zero policy 9.2e-3 of its maximum, deepmimic_paper gives them 8.6e-2 and 0.11. 1e-2
-# flags the reward that killed the port under both policies, where 1e-3 flags neither, and
-# stays 8x below the healthy preset's worst policy.
-VANISHING_FRACTION = 1e-2
+# A raw error record: term name -> that term's config-independent errors, each a scalar
+# ([B] when vmapped), e.g. errors["pose"]["sum"]. Stored rollouts keep it, so a diagnosis can
+# re-score them under any config without simulating again.
+Errors = dict
 
 
 def _safe_norm(v: jax.Array) -> jax.Array:
@@ -176,38 +105,163 @@ def _sq(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.sum(jnp.square(a - b), axis=-1)
 
 
-def compute_errors(sim: Kinematics, ref: Kinematics) -> Errors:
-    """Raw errors between the simulated and the reference character of one env."""
-    w_joint = jnp.asarray(JOINT_DIFF_WEIGHTS / _DIFF_WEIGHT_SUM, dtype=sim.joint_quat.dtype)
-    w_root = ROOT_DIFF_WEIGHT / _DIFF_WEIGHT_SUM
+def _count(n: int, like: jax.Array) -> jax.Array:
+    return jnp.asarray(n, like.dtype)
+
+
+def _per_count(raw: dict, config) -> jax.Array:
+    """raw["sum"], divided by raw["count"] when normalize_per_joint = 1."""
+    return raw["sum"] / jnp.where(config.normalize_per_joint > 0.5, raw["count"], 1.0)
+
+
+def _weighted_or_mean(raw: dict, config) -> jax.Array:
+    """The code's DiffWeight/4.8 sum (already a weighted mean, Σŵ = 1) or the paper's sum."""
+    return jnp.where(config.joint_weighting > 0.5, raw["weighted"], _per_count(raw, config))
+
+
+# ----------------------------------------------------------------------------- the terms
+# Each term measures raw errors between the simulated and the reference character and says
+# which of them it scores under a config's switches. The term's reward is
+# output_scale · weight · f(scale · error), f the config's `form`; its weight and scale are
+# the config fields `<name>_weight` and `<name>_scale`, made from this table.
+def _pose(sim: Kinematics, ref: Kinematics) -> dict:
+    # Code: pose_err = ŵ_root θ_root² + Σ_j ŵ_j θ_j² (SceneImitate.cpp lines 66-75); paper eq. 7: Σ_j θ_j².
     theta_sq = jnp.square(quat_diff_angle(sim.joint_quat, ref.joint_quat))  # [J]
-    omega_sq = _sq(sim.joint_angvel, ref.joint_angvel)  # [J]
     root_rot = jnp.square(quat_diff_angle(sim.root_quat, ref.root_quat))
+    w_joint = jnp.asarray(JOINT_DIFF_WEIGHTS / _DIFF_WEIGHT_SUM, dtype=theta_sq.dtype)
+    return {"weighted": ROOT_DIFF_WEIGHT / _DIFF_WEIGHT_SUM * root_rot + jnp.sum(w_joint * theta_sq),
+            "sum": jnp.sum(theta_sq), "count": _count(theta_sq.shape[0], theta_sq)}
+
+
+def _velocity(sim: Kinematics, ref: Kinematics) -> dict:
+    # The same two sums over |Δω|² (code: vel_err, with the root's angular velocity; paper eq. 8).
+    omega_sq = _sq(sim.joint_angvel, ref.joint_angvel)  # [J]
     root_angvel = _sq(sim.root_angvel, ref.root_angvel)
-    root_pos = _sq(sim.root_pos, ref.root_pos)
-    root_linvel = _sq(sim.root_linvel, ref.root_linvel)
-    dtype = theta_sq.dtype
-    return Errors(
-        # Code: pose_err = ŵ_root θ_root² + Σ_j ŵ_j θ_j² (SceneImitate.cpp lines 66-75).
-        pose=w_root * root_rot + jnp.sum(w_joint * theta_sq),
-        pose_unweighted=jnp.sum(theta_sq),
-        velocity=w_root * root_angvel + jnp.sum(w_joint * omega_sq),
-        velocity_unweighted=jnp.sum(omega_sq),
-        end_effector=jnp.sum(_sq(sim.end_effectors, ref.end_effectors)),
-        root=(ROOT_POS_W * root_pos + ROOT_ROT_W * root_rot
-              + ROOT_LINVEL_W * root_linvel + ROOT_ANGVEL_W * root_angvel),
-        root_pos=root_pos,
-        root_rot=root_rot,
-        root_linvel=root_linvel,
-        root_angvel=root_angvel,
-        com_pos=_sq(sim.com_pos, ref.com_pos),
-        com_vel=_sq(sim.com_vel, ref.com_vel),
-        joint_abs=jnp.sum(jnp.abs(sim.joint_pos - ref.joint_pos)),
-        joint_vel_abs=jnp.sum(jnp.abs(sim.joint_vel - ref.joint_vel)),
-        num_joints=jnp.asarray(sim.joint_quat.shape[0], dtype),
-        num_end_effectors=jnp.asarray(sim.end_effectors.shape[0], dtype),
-        num_coords=jnp.asarray(sim.joint_pos.shape[0], dtype),
-    )
+    w_joint = jnp.asarray(JOINT_DIFF_WEIGHTS / _DIFF_WEIGHT_SUM, dtype=omega_sq.dtype)
+    return {"weighted": ROOT_DIFF_WEIGHT / _DIFF_WEIGHT_SUM * root_angvel + jnp.sum(w_joint * omega_sq),
+            "sum": jnp.sum(omega_sq), "count": _count(omega_sq.shape[0], omega_sq)}
+
+
+def _end_effector(sim: Kinematics, ref: Kinematics) -> dict:
+    # Σ_e |Δp_e|² over the E end effectors (paper eq. 9).
+    d = _sq(sim.end_effectors, ref.end_effectors)
+    return {"sum": jnp.sum(d), "count": _count(d.shape[0], d)}
+
+
+def _root(sim: Kinematics, ref: Kinematics) -> dict:
+    # root_err = pos + 0.1 rot + 0.01 linvel + 0.001 angvel (SceneImitate.cpp lines 111-114).
+    parts = {"pos": _sq(sim.root_pos, ref.root_pos),
+             "rot": jnp.square(quat_diff_angle(sim.root_quat, ref.root_quat)),
+             "linvel": _sq(sim.root_linvel, ref.root_linvel),
+             "angvel": _sq(sim.root_angvel, ref.root_angvel)}
+    mixed = (ROOT_POS_W * parts["pos"] + ROOT_ROT_W * parts["rot"]
+             + ROOT_LINVEL_W * parts["linvel"] + ROOT_ANGVEL_W * parts["angvel"])
+    return {"mixed": mixed, **parts}
+
+
+def _com(sim: Kinematics, ref: Kinematics) -> dict:
+    # |Δ COM position|² (paper eq. 10) and |Δ COM velocity|² (the code's, times 0.1 in its scale).
+    return {"pos": _sq(sim.com_pos, ref.com_pos), "vel": _sq(sim.com_vel, ref.com_vel)}
+
+
+def _joint_abs(sim: Kinematics, ref: Kinematics) -> dict:
+    # Σ over the 28 coordinates of |Δq| (the failed port's error).
+    d = jnp.abs(sim.joint_pos - ref.joint_pos)
+    return {"sum": jnp.sum(d), "count": _count(d.shape[0], d)}
+
+
+def _joint_vel_abs(sim: Kinematics, ref: Kinematics) -> dict:
+    # Σ over the 28 coordinates of |Δq̇| (the seed diagnosis's option 2).
+    d = jnp.abs(sim.joint_vel - ref.joint_vel)
+    return {"sum": jnp.sum(d), "count": _count(d.shape[0], d)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """One tracking term of the reward: `measure(sim, ref)` gives its raw errors (a dict of
+    scalars, config-independent), `error(raw, config)` the one it scores. Both pure."""
+
+    name: str
+    measure: Callable[[Kinematics, Kinematics], dict]
+    error: Callable[[dict, Any], jax.Array]
+    weight_doc: str
+    scale_doc: str
+
+
+TERMS = (
+    Term("pose", _pose, _weighted_or_mean, "weight of the joint-orientation term", "k in f(k * pose error), 1/rad²"),
+    Term("velocity", _velocity, _weighted_or_mean, "weight of the joint angular-velocity term",
+         "k for the velocity error, s²/rad²"),
+    Term("end_effector", _end_effector, _per_count, "weight of the end-effector position term",
+         "k for the end-effector error (a sum over E), 1/m²"),
+    Term("root", _root, lambda raw, config: raw["mixed"], "weight of the root pos/rot/vel term (released code only)",
+         "k for the mixed root error"),
+    Term("com", _com, lambda raw, config: jnp.where(config.com_source > 0.5, raw["vel"], raw["pos"]),
+         "weight of the centre-of-mass term", "k for the COM error (position: 1/m², velocity: s²/m²)"),
+    Term("joint_abs", _joint_abs, _per_count, "weight of the failed port's Σ|Δq| term", "k for Σ|Δq|, 1/rad"),
+    Term("joint_vel_abs", _joint_vel_abs, _per_count, "weight of the Σ|Δq̇| term over the 28 joint coordinates",
+         "k for Σ|Δq̇|, s/rad"),
+)
+TERM_NAMES = tuple(t.name for t in TERMS)
+
+# What every term shares: the shape f, the switches some terms read, the scale of the whole
+# and the two non-tracking parts. A weight or scale of 0 turns its term off or makes it constant.
+_SHARED_FIELDS = {
+    "form": cfglib.field(
+        0.0, "f for every term: 0 exp(-x), 1 max(0, 1-x), 2 max(0, 1-x)², 3 max(0, 1-x²); each is 1 at x = 0",
+        choices=(FORM_EXP, FORM_LINEAR, FORM_QUADRATIC, FORM_ONE_MINUS_SQUARE)),
+    "joint_weighting": cfglib.field(
+        0.0, "0: unweighted sums over the 12 joints (paper); 1: DiffWeight/4.8 incl. root (code)", choices=(0, 1)),
+    "com_source": cfglib.field(
+        0.0, "0: COM position error (paper r_c); 1: COM velocity error (code)", choices=(0, 1)),
+    "normalize_per_joint": cfglib.field(
+        0.0, "1: divide the unweighted joint, end-effector, Σ|Δq| and Σ|Δq̇| sums by their counts", choices=(0, 1)),
+    "output_scale": cfglib.field(1.0, "multiplies every tracking term (not alive_bonus or action_penalty)", ge=0),
+    # Any sign: a negative bonus is a per-step cost.
+    "alive_bonus": cfglib.field(0.0, "added to the reward each step"),
+    "action_penalty": cfglib.field(0.0, "coefficient on mean(action²), subtracted", ge=0),
+}
+
+
+def make_reward_config(terms: tuple[Term, ...]) -> type:
+    """The config class of a reward made of `terms`: `<name>_weight` and `<name>_scale` per
+    term, then the shared fields; every leaf a number (vmappable). `TERMS` on the class is
+    the table, so scoring needs only a config."""
+    names = [t.name for t in terms]
+    if len(set(names)) != len(names):
+        raise MimicError(f"reward terms must have distinct names, got {names}")
+    namespace = {"__module__": __name__, "__annotations__": {}, "TERMS": tuple(terms)}
+    for t in terms:
+        for suffix, doc in (("weight", t.weight_doc), ("scale", t.scale_doc)):
+            namespace["__annotations__"][f"{t.name}_{suffix}"] = float
+            namespace[f"{t.name}_{suffix}"] = cfglib.field(0.0, doc, ge=0)
+    for key, declared in _SHARED_FIELDS.items():
+        namespace["__annotations__"][key] = float
+        namespace[key] = declared
+    namespace["from_preset"] = classmethod(lambda cls, name: preset(name))
+    namespace["preset_names"] = classmethod(lambda cls: PRESETS)
+    namespace["__doc__"] = (
+        "Weights, scales and switches of the reward; every leaf is a number (vmappable).\n\n"
+        "In a config file this is the `reward:` section: `preset` (one of PRESETS) gives every field the\n"
+        "section does not set, e.g. `reward: {preset: deepmimic_code, pose_scale: 3}`. Terms: "
+        + ", ".join(names) + ".")
+    return flax.struct.dataclass(type("RewardConfig", (), namespace))
+
+
+RewardConfig = make_reward_config(TERMS)
+_FIELDS = tuple(RewardConfig.__dataclass_fields__)
+# Below this fraction of its maximum per step a reward gives no learning signal; one
+# threshold for `diagnose`'s warning and the trainer's alarm. Measured on walk (docs/guide.md,
+# `mimic-mjx diagnose`): the failed port's exp(-Σ|Δq|) gives the random policy 2.6e-3 and
+# the zero policy 9.2e-3 of its maximum, deepmimic_paper gives them 8.6e-2 and 0.11. 1e-2
+# flags the reward that killed the port under both policies, where 1e-3 flags neither, and
+# stays 8x below the healthy preset's worst policy.
+VANISHING_FRACTION = 1e-2
+
+
+def compute_errors(sim: Kinematics, ref: Kinematics, terms: tuple[Term, ...] = TERMS) -> Errors:
+    """Raw errors between the simulated and the reference character of one env, per term."""
+    return {t.name: t.measure(sim, ref) for t in terms}
 
 
 def _shape(form: jax.Array, x: jax.Array) -> jax.Array:
@@ -219,40 +273,24 @@ def _shape(form: jax.Array, x: jax.Array) -> jax.Array:
                                                          jnp.where(form == FORM_ONE_MINUS_SQUARE, square, jnp.exp(-x))))
 
 
-def term_errors(errors: Errors, config: RewardConfig) -> dict[str, jax.Array]:
+def term_errors(errors: Errors, config) -> dict[str, jax.Array]:
     """The error each term scores under `config` (before its scale), keyed by term name."""
-    norm = config.normalize_per_joint > 0.5
-    n_j = jnp.where(norm, errors.num_joints, 1.0)
-    n_e = jnp.where(norm, errors.num_end_effectors, 1.0)
-    n_c = jnp.where(norm, errors.num_coords, 1.0)
-    weighted = config.joint_weighting > 0.5  # weighted sums are already weighted means (Σŵ = 1)
-    return {
-        "pose": jnp.where(weighted, errors.pose, errors.pose_unweighted / n_j),
-        "velocity": jnp.where(weighted, errors.velocity, errors.velocity_unweighted / n_j),
-        "end_effector": errors.end_effector / n_e,
-        "root": errors.root,
-        "com": jnp.where(config.com_source > 0.5, errors.com_vel, errors.com_pos),
-        "joint_abs": errors.joint_abs / n_c,
-        "joint_vel_abs": errors.joint_vel_abs / n_c,
-    }
+    return {t.name: t.error(errors[t.name], config) for t in config.TERMS}
 
 
-def reward_from_errors(
-    errors: Errors, action: jax.Array, config: RewardConfig
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+def reward_from_errors(errors: Errors, action: jax.Array, config) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Score raw errors: returns (total, terms); terms sum to total, logged as reward/<name>.
 
-    terms[t] = output_scale·weight_t·f(scale_t·err_t) for t in TERM_NAMES,
+    terms[t] = output_scale·weight_t·f(scale_t·err_t) for each of the config's TERMS,
     terms["alive"] = alive_bonus, terms["action_penalty"] = −action_penalty·mean(action²) ≤ 0.
     Shapes: errors scalar (or [B]), action [28] (or [B, 28]); total and terms match errors.
     """
     errs = term_errors(errors, config)
     terms = {}
-    for name in TERM_NAMES:
-        weight = getattr(config, f"{name}_weight")
-        scale = getattr(config, f"{name}_scale")
-        terms[name] = config.output_scale * weight * _shape(config.form, scale * errs[name])
-    terms["alive"] = jnp.zeros_like(errs["pose"]) + config.alive_bonus
+    for t in config.TERMS:
+        weight, scale = getattr(config, f"{t.name}_weight"), getattr(config, f"{t.name}_scale")
+        terms[t.name] = config.output_scale * weight * _shape(config.form, scale * errs[t.name])
+    terms["alive"] = jnp.zeros_like(errs[config.TERMS[0].name]) + config.alive_bonus
     terms["action_penalty"] = -config.action_penalty * jnp.mean(jnp.square(action), axis=-1)
     total = sum(terms.values())
     return total, terms
@@ -275,8 +313,8 @@ def step_reward(
 def compute_reward(
     sim: Kinematics, ref: Kinematics, action: jax.Array, config: RewardConfig
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """`reward_from_errors(compute_errors(sim, ref), action, config)` for one env."""
-    return reward_from_errors(compute_errors(sim, ref), action, config)
+    """`reward_from_errors(compute_errors(sim, ref, config.TERMS), action, config)` for one env."""
+    return reward_from_errors(compute_errors(sim, ref, config.TERMS), action, config)
 
 
 def max_reward(config: RewardConfig) -> jax.Array:
@@ -284,7 +322,7 @@ def max_reward(config: RewardConfig) -> jax.Array:
 
     Each f is at most 1 (at zero error) and the action penalty is ≤ 0.
     """
-    weights = sum(getattr(config, f"{name}_weight") for name in TERM_NAMES)
+    weights = sum(getattr(config, f"{t.name}_weight") for t in config.TERMS)
     return config.output_scale * weights + config.alive_bonus
 
 

@@ -60,12 +60,28 @@ def f32(kin):
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), kin)
 
 
+# Where each raw error of the paper and the code lives in an Errors record (term, raw name).
+RAW = {"pose": ("pose", "weighted"), "pose_unweighted": ("pose", "sum"), "velocity": ("velocity", "weighted"),
+       "velocity_unweighted": ("velocity", "sum"), "end_effector": ("end_effector", "sum"), "root": ("root", "mixed"),
+       "root_rot": ("root", "rot"), "com_pos": ("com", "pos"), "com_vel": ("com", "vel"),
+       "joint_abs": ("joint_abs", "sum"), "joint_vel_abs": ("joint_vel_abs", "sum")}
+
+
 def hand_errors(**kw):
-    """An Errors with every error 0 except those given; counts J=12, E=4, nq=28."""
-    fields = {name: 0.0 for name in R.Errors.__dataclass_fields__}
-    fields.update(num_joints=12.0, num_end_effectors=4.0, num_coords=28.0)
-    fields.update(kw)
-    return R.Errors(**{k: jnp.float32(v) for k, v in fields.items()})
+    """An Errors with every error 0 except those given (RAW's names); counts J=12, E=4, nq=28."""
+    errors = {"pose": dict(weighted=0.0, sum=0.0, count=12.0), "velocity": dict(weighted=0.0, sum=0.0, count=12.0),
+              "end_effector": dict(sum=0.0, count=4.0), "root": dict(mixed=0.0, pos=0.0, rot=0.0, linvel=0.0, angvel=0.0),
+              "com": dict(pos=0.0, vel=0.0), "joint_abs": dict(sum=0.0, count=28.0),
+              "joint_vel_abs": dict(sum=0.0, count=28.0)}
+    for name, value in kw.items():
+        term, raw = RAW[name]
+        errors[term][raw] = value
+    return jax.tree.map(jnp.float32, errors)
+
+
+def raw(err, name):
+    term, key = RAW[name]
+    return err[term][key]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +112,7 @@ def test_double_cover_gives_zero_error():
     flipped = kin.replace(joint_quat=-kin.joint_quat, root_quat=-kin.root_quat)
     err = R.compute_errors(f32(kin), f32(flipped))
     for field in ("pose", "pose_unweighted", "root_rot", "root"):
-        assert float(getattr(err, field)) < 1e-10, field
+        assert float(raw(err, field)) < 1e-10, field
 
 
 def test_quat_diff_angle_wraps():
@@ -120,9 +136,9 @@ def test_one_joint_rotated_hand_values(reward_fn):
     ref = sim.replace(joint_quat=sim.joint_quat.copy())
     ref.joint_quat[2] = qmul(sim.joint_quat[2], rot)  # right_hip, DiffWeight 0.5
     err = R.compute_errors(f32(sim), f32(ref))
-    assert float(err.pose_unweighted) == pytest.approx(0.09, rel=1e-4)  # 0.3²
+    assert float(raw(err, "pose_unweighted")) == pytest.approx(0.09, rel=1e-4)  # 0.3²
     # Code: ŵ = 0.5 / 4.8 (4.8 = root 1 + the 12 joint weights 3.8), so 0.5/4.8·0.09 = 0.009375.
-    assert float(err.pose) == pytest.approx(0.009375, rel=1e-4)
+    assert float(raw(err, "pose")) == pytest.approx(0.009375, rel=1e-4)
     _, paper = reward_fn(sim, ref, ZERO_ACTION, R.preset("deepmimic_paper"))
     assert float(paper["pose"]) == pytest.approx(0.65 * math.exp(-2 * 0.09), rel=1e-5)  # 0.65·e^-0.18 = 0.54327
     _, code = reward_fn(sim, ref, ZERO_ACTION, R.preset("deepmimic_code"))
@@ -134,9 +150,9 @@ def test_root_rotation_hand_values(reward_fn):
     sim = random_kin(5)
     ref = sim.replace(root_quat=qmul(sim.root_quat, axis_angle([0, 0, 1], 0.4)))
     err = R.compute_errors(f32(sim), f32(ref))
-    assert float(err.root_rot) == pytest.approx(0.16, rel=1e-4)  # 0.4²
-    assert float(err.root) == pytest.approx(0.016, rel=1e-4)  # 0.1·0.16 (line 112)
-    assert float(err.pose) == pytest.approx(0.16 / 4.8, rel=1e-4)  # root DiffWeight 1/4.8
+    assert float(raw(err, "root_rot")) == pytest.approx(0.16, rel=1e-4)  # 0.4²
+    assert float(raw(err, "root")) == pytest.approx(0.016, rel=1e-4)  # 0.1·0.16 (line 112)
+    assert float(raw(err, "pose")) == pytest.approx(0.16 / 4.8, rel=1e-4)  # root DiffWeight 1/4.8
     _, code = reward_fn(sim, ref, ZERO_ACTION, R.preset("deepmimic_code"))
     assert float(code["root"]) == pytest.approx(0.2 * math.exp(-5 * 0.016), rel=1e-5)
 
@@ -236,7 +252,7 @@ def test_original_port_reward_is_dead(reward_fn):
     sim = ref.replace(joint_pos=ref.joint_pos + 5.2 * signs,
                       joint_quat=qmul(ref.joint_quat, axis_angle([1, 0, 0], 5.2)))
     err = R.compute_errors(f32(sim), f32(ref))
-    assert float(err.joint_abs) == pytest.approx(145.6, rel=1e-5)  # 28·5.2
+    assert float(raw(err, "joint_abs")) == pytest.approx(145.6, rel=1e-5)  # 28·5.2
     port, _ = reward_fn(sim, ref, ZERO_ACTION, R.preset("original_port"))
     assert float(port) < 1e-60  # exp(−145.6) ≈ 5e-64 (0 in float32): no learning signal
     paper, _ = reward_fn(sim, ref, ZERO_ACTION, R.preset("deepmimic_paper"))
@@ -363,4 +379,67 @@ def test_joint_velocity_error_is_the_sum_of_absolute_differences():
     ref = random_kin(9)
     sim = ref.replace(joint_vel=ref.joint_vel + np.where(np.arange(NQ) < 10, 0.3, -0.2))
     err = R.compute_errors(f32(sim), f32(ref))
-    assert float(err.joint_vel_abs) == pytest.approx(10 * 0.3 + 18 * 0.2, rel=1e-5)
+    assert float(raw(err, "joint_vel_abs")) == pytest.approx(10 * 0.3 + 18 * 0.2, rel=1e-5)
+
+
+# --- terms as a declared table ------------------------------------------------------------
+# Every preset's terms on one fixed pair of characters, as reward.py computed them before the
+# terms were declared as a table (commit 97b0a46, its compute_reward in float32): the
+# restructuring changed no value. Terms not listed were 0.
+TODAY = {
+    "deepmimic_paper": {"pose": 0.5429256558418274, "velocity": 0.09277435392141342, "end_effector": 0.11112277954816818, "com": 0.09048374742269516, "total": 0.8373064994812012},
+    "deepmimic_code": {"pose": 0.494406521320343, "velocity": 0.0497661754488945, "end_effector": 0.13916154205799103, "root": 0.1902458816766739, "com": 0.09900498390197754, "total": 0.9725850820541382},
+    "original_port": {"joint_abs": 0.8187307119369507, "total": 0.8187307119369507},
+    "remedy_quick_fix": {"joint_abs": 9.858158111572266, "total": 9.858158111572266},
+    "remedy_option1": {"joint_abs": 9.64915943145752, "total": 9.64915943145752},
+    "remedy_option1_linear": {"joint_abs": 9.928571701049805, "total": 9.928571701049805},
+    "remedy_option2": {"joint_abs": 9.858158111572266, "joint_vel_abs": 0.9787994027137756, "alive": 1.0, "action_penalty": -0.025061732158064842, "total": 11.811896324157715},
+    "remedy_option3_linear": {"joint_abs": 9.857142448425293, "total": 9.857142448425293},
+    "remedy_option3_square": {"joint_abs": 9.99795913696289, "total": 9.99795913696289},
+}
+
+
+def _today_pair():
+    sim = random_kin(20)
+    ref = sim
+    for what, amount in [("pose", 0.3), ("velocity", 0.5), ("end_effector", 0.05), ("root", 0.1), ("com", 0.1),
+                         ("joint_abs", 0.2), ("joint_vel_abs", 0.3)]:
+        ref = _perturb(ref, what, amount)
+    return sim, ref
+
+
+@pytest.mark.parametrize("name", R.PRESETS)
+def test_presets_score_as_before_the_table(reward_fn, name):
+    sim, ref = _today_pair()
+    total, terms = reward_fn(sim, ref, np.linspace(-0.5, 0.5, NQ).astype(np.float32), R.preset(name))
+    want = TODAY[name]
+    for term, value in terms.items():
+        assert float(value) == pytest.approx(want.get(term, 0.0), rel=1e-6, abs=1e-9), term
+    assert float(total) == pytest.approx(want["total"], rel=1e-6)
+
+
+def test_a_new_term_is_one_function_and_one_entry():
+    # A toy term: the root height's squared error. Its entry makes its two config fields.
+    toy = R.Term("root_height", lambda sim, ref: {"sq": jnp.square(sim.root_pos[2] - ref.root_pos[2])},
+                 lambda raw, config: raw["sq"], "weight of the toy root-height term", "k for it, 1/m²")
+    Config = R.make_reward_config(R.TERMS + (toy,))
+    assert [f for f in Config.__dataclass_fields__ if f.startswith("root_height")] == [
+        "root_height_weight", "root_height_scale"]
+    config = Config(**{**R.config_to_dict(R.preset("deepmimic_paper")), "root_height_weight": 0.5,
+                       "root_height_scale": 10.0})
+    sim = random_kin(11)
+    ref = sim.replace(root_pos=sim.root_pos + np.array([0.0, 0.0, 0.2]))
+    total, terms = jax.jit(R.compute_reward)(f32(sim), f32(ref), ZERO_ACTION, config)
+    # Only the root moved: the paper's four terms score their weights (sum 1.0); the toy term
+    # 0.5·exp(-10·0.2²) = 0.5·e^-0.4 = 0.335160.
+    assert float(terms["root_height"]) == pytest.approx(0.335160, rel=1e-5)
+    assert float(total) == pytest.approx(1.335160, rel=1e-5)
+    assert float(R.max_reward(config)) == pytest.approx(1.5)
+    # Its fields are leaves like any other (a sweep vmaps them) and keep their declared range.
+    stacked = R.stack_configs([config, config.replace(root_height_weight=0.0)])
+    totals = jax.vmap(R.compute_reward, in_axes=(None, None, None, 0))(f32(sim), f32(ref), ZERO_ACTION, stacked)[0]
+    np.testing.assert_allclose(totals, [1.335160, 1.0], rtol=1e-5)
+    with pytest.raises(MimicError, match=r"reward.root_height_scale must be >= 0"):
+        R.validate(config.replace(root_height_scale=-1.0))
+    # The package's own reward has no such term.
+    assert "root_height" not in R.TERM_NAMES and "root_height_weight" not in R.RewardConfig.__dataclass_fields__

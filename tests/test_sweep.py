@@ -245,10 +245,11 @@ def test_seed_remedies_sweep_members_score_as_their_presets():
     names = ["deepmimic_paper", "remedy_quick_fix", "remedy_option1", "remedy_option1_linear", "remedy_option2",
              "remedy_option3_linear", "remedy_option3_square"]
     assert len(sweep.members) == len(names)
-    fields = {name: 0.0 for name in reward_lib.Errors.__dataclass_fields__}
-    fields.update(pose_unweighted=0.3, velocity_unweighted=2.0, end_effector=0.01, com_pos=0.02, joint_abs=9.0,
-                  joint_vel_abs=20.0, num_joints=12.0, num_end_effectors=4.0, num_coords=28.0)
-    errors = reward_lib.Errors(**{k: jnp.float32(v) for k, v in fields.items()})
+    errors = {"pose": dict(weighted=0.0, sum=0.3, count=12.0), "velocity": dict(weighted=0.0, sum=2.0, count=12.0),
+              "end_effector": dict(sum=0.01, count=4.0), "root": dict(mixed=0.0, pos=0.0, rot=0.0, linvel=0.0, angvel=0.0),
+              "com": dict(pos=0.02, vel=0.0), "joint_abs": dict(sum=9.0, count=28.0),
+              "joint_vel_abs": dict(sum=20.0, count=28.0)}
+    errors = jax.tree.map(jnp.float32, errors)
     action = jnp.full((28,), 0.3)
     for member, name in zip(sweep.members, names):
         got = reward_lib.reward_from_errors(errors, action, sweep.member_config(member).reward)[0]
