@@ -52,6 +52,10 @@ def test_parse_batches_and_rows():
         (["--devices", "1,2"], "--devices '1,2': 2 device(s), but JAX sees 1 here"),
         (["--devices", "0"], "--devices '0': every device count must be >= 1"),
         (["--devices", "one"], "--devices 'one': expected positive integers separated by commas"),
+        (["--members", "0", "--rows", "sweep"], "--members '0': every member count must be >= 1"),
+        (["--members", "2,3", "--rows", "sweep"], "--members '2,3': expected one member count"),
+        (["--members", "7", "--rows", "sweep", "--batch", "64,448"],
+         "--members 7: the sweep row splits each batch over the members, and 7 does not divide --batch 64"),
     ],
 )
 @pytest.mark.timeout(60)

@@ -52,7 +52,7 @@ from mimic_mjx import physics as physics_lib
 from mimic_mjx.bench import rows as _rows  # noqa: F401  (registers the rows)
 from mimic_mjx.bench.harness import REGISTRY, Bench, build, chunk_count
 from mimic_mjx.bench.report import add_ratios, assemble, env_physics_ratio, format_report, time_split, update_fraction
-from mimic_mjx.bench.rows import env_chunk, initial_physics_states, physics_chunk
+from mimic_mjx.bench.rows import SWEEP_MEMBERS, env_chunk, initial_physics_states, physics_chunk
 from mimic_mjx.errors import MimicError
 
 ROWS = tuple(REGISTRY)
@@ -71,12 +71,14 @@ __all__ = ["Bench", "ROWS", "DEFAULT_ROWS", "add_arguments", "add_ratios",
 
 def run_benchmark(batches, rows, steps: int, progress: Callable[[str], Any] = lambda msg: None,
                   command: str = "", profile_dir: str | None = None, physics=("mjx",), config=None,
-                  devices: tuple[int, ...] = ()) -> dict:
+                  devices: tuple[int, ...] = (), members: int = SWEEP_MEMBERS) -> dict:
     """Run `rows` at each batch size, the per-backend rows (`RowSpec.per_backend`) once per
     `physics` backend and the per-device rows (`RowSpec.per_device`: train) once per count in
-    `devices` (empty: the config's); the JSON report (see BENCHMARKS.md for the keys)."""
+    `devices` (empty: the config's), the sweep row with `members` members; the JSON report
+    (see BENCHMARKS.md for the keys)."""
     load_start = os.getloadavg()
     bench = build(steps, progress, profile_dir, physics, config)
+    bench.members = members
     results = []
     for batch in batches:
         for backend in physics:
@@ -187,6 +189,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--devices", default=None, metavar="D1,D2",
                         help="device counts the train row runs at, the same global batch split over them, "
                              "e.g. 1,2 (default: the preset's devices, 0: every device JAX sees)")
+    parser.add_argument("--members", default=str(SWEEP_MEMBERS), metavar="M",
+                        help=f"members of the sweep row, each with batch / M envs (default {SWEEP_MEMBERS}); "
+                             "the batch must be a multiple of M")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="also record one call of each row with jax.profiler into DIR/<row>-<batch> "
                              "(open with TensorBoard's profile plugin or Perfetto)")
@@ -206,6 +211,14 @@ def run_cli(args) -> int:
         CPU_BATCHES if jax.default_backend() == "cpu" else GPU_BATCHES)
     physics = parse_physics(args.physics) if getattr(args, "physics", None) else default_physics()
     devices = parse_devices(args.devices, batches) if getattr(args, "devices", None) else ()
+    members = _positive_ints(getattr(args, "members", SWEEP_MEMBERS), "--members", "4", "member count")
+    if len(members) != 1:
+        raise MimicError(f"--members {args.members!r}: expected one member count, e.g. 4")
+    members = members[0]
+    if "sweep" in rows and any(b % members for b in batches):
+        bad = [b for b in batches if b % members]
+        raise MimicError(f"--members {members}: the sweep row splits each batch over the members, and "
+                         f"{members} does not divide --batch {','.join(map(str, bad))}")
     from mimic_mjx import runconfig
 
     # After the flags are checked; the preset train would run, said on stderr so --json's
@@ -215,10 +228,11 @@ def run_cli(args) -> int:
     command = (f"mimic-mjx bench --batch {','.join(map(str, batches))} --steps {steps} --rows {','.join(rows)}"
                f" --physics {','.join(physics)} --config {preset}"
                + (f" --devices {','.join(map(str, devices))}" if devices else "")
+               + (f" --members {members}" if "sweep" in rows else "")
                + (f" --profile {args.profile}" if args.profile else "") + (" --json" if args.json else ""))
     report = run_benchmark(batches, rows, steps, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
                            command=command, profile_dir=args.profile, physics=physics, config=config,
-                           devices=devices)
+                           devices=devices, members=members)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

@@ -72,6 +72,7 @@ class Bench:
     kept: dict = dataclasses.field(default_factory=dict)  # (row, batch, physics) -> _Timed, for the rows paired with it
     physics: str = ""  # the backend the per-backend rows run on now
     devices: int | None = None  # the per-device rows' device count now (--devices); None: the config's
+    members: int = 4  # the sweep row's members (--members), each with batch / members envs
 
     @property
     def env(self) -> env_lib.ImitationEnv:

@@ -20,7 +20,8 @@ from mimic_mjx import parallel
 from mimic_mjx import physics as physics_lib
 from mimic_mjx.bench.harness import Bench, result, row, skipped
 
-# The sweep row splits the batch over this many members (issue: M members x N/M envs vs N).
+# The sweep row splits the batch over this many members (M members x N/M envs vs N) unless
+# --members says otherwise.
 SWEEP_MEMBERS = 4
 # mujoco.rollout writes out every step's full state; capping envs × control steps per call at
 # 1024 keeps that buffer to a few MB at any batch size.
@@ -160,12 +161,13 @@ def run_train(bench: Bench, batch: int) -> dict:
 # The sweep row is the sweep's cost question, not a throughput row: run it with --rows.
 @row("sweep", pair="train", default=False)
 def run_sweep(bench: Bench, batch: int) -> dict:
-    """SWEEP_MEMBERS members with batch / SWEEP_MEMBERS envs each, the vmapped iteration of
-    `mimic-mjx sweep`; timed interleaved with the train row's single run of `batch` envs."""
+    """`bench.members` members (--members, default SWEEP_MEMBERS) with batch / members envs
+    each, the vmapped iteration of `mimic-mjx sweep`; timed interleaved with the train row's
+    single run of `batch` envs."""
     from mimic_mjx import reward as reward_lib
     from mimic_mjx import train
 
-    members = SWEEP_MEMBERS
+    members = bench.members
     if batch % members:
         return skipped("sweep", batch, f"batch {batch} is not a multiple of {members} members")
     config = bench.config_for(batch // members)
