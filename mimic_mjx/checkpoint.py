@@ -108,9 +108,10 @@ def _non_empty(tree: Any) -> dict[tuple[str, ...], Any]:
     return {path: leaf for path, leaf in _named_leaves(tree).items() if np.size(leaf) > 0}
 
 
-def _mismatch(saved: Any, want: dict[tuple[str, ...], Any]) -> str | None:
-    """Words for the first difference between saved metadata and the wanted leaves, or None."""
-    have = _named_leaves(saved)
+def _mismatch(saved: Any, want: dict[tuple[str, ...], Any], unread=frozenset()) -> str | None:
+    """Words for the first difference between saved metadata and the wanted leaves, or None;
+    saved entries in `unread` are allowed to be left out."""
+    have = {path: leaf for path, leaf in _named_leaves(saved).items() if path not in unread}
     for path, leaf in want.items():
         name = "/".join(path)
         if path not in have:
@@ -133,11 +134,12 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None,
 
     `template` is a pytree of arrays or `jax.ShapeDtypeStruct`s (e.g. `jax.eval_shape` of
     `train.init`). Returns `(state, step)`. Raises MimicError when there is no checkpoint or
-    it is unreadable, and ConfigMismatch when it does not fit the template. Entries the
-    template has and the checkpoint lacks are zeros when their path starts with one of
-    `fillable` (path prefixes): fields added to the code after the checkpoint was written,
-    which the caller then sets (train's resume takes the TRPO and reward leaves from its
-    config); `report` hears of them in one line.
+    it is unreadable, and ConfigMismatch when it does not fit the template. Under the path
+    prefixes in `fillable`, parts the caller sets after restoring (train's resume takes the
+    TRPO and reward leaves from its config; the next env step rewrites its outcome), the
+    checkpoint may have an older layout: entries the template has and the checkpoint lacks
+    are zeros, and entries the checkpoint has and the template lacks (a field renamed or
+    regrouped since) are not read. `report` hears of either in one line.
     """
     directory = pathlib.Path(run_dir).resolve() / SUBDIR
     step = latest_step(run_dir) if step is None else step
@@ -155,16 +157,20 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None,
             have = _named_leaves(metadata) if metadata is not None else {}
             if not have:  # orbax answers None when the item's metadata file is gone
                 raise MimicError(f"{directory}: cannot restore checkpoint {step}: its metadata is missing")
-            added = [path for path in wanted
-                     if path not in have and any(path[:len(p)] == p for p in fillable)]
+            settable = lambda path: any(path[:len(p)] == p for p in fillable)  # noqa: E731
+            added = [path for path in wanted if path not in have and settable(path)]
+            unread = frozenset(path for path in have if path not in wanted and settable(path))
             wanted = {path: leaf for path, leaf in wanted.items() if path not in added}
-            problem = _mismatch(metadata, wanted)
+            problem = _mismatch(metadata, wanted, unread)
             if problem is not None:
                 raise ConfigMismatch(
                     f"{directory}: checkpoint {step} was written by a different model or config ({problem}); "
                     "resume with the run's own config.yaml or start a new --out directory"
                 )
-            restored = _named_leaves(manager.restore(step, args=ocp.args.StandardRestore(_nest(wanted))))
+            # orbax restores the saved tree whole: the `unread` entries are read as they are and dropped.
+            item = {**wanted, **{path: jax.ShapeDtypeStruct(tuple(have[path].shape), have[path].dtype, sharding=one)
+                                 for path in unread}}
+            restored = _named_leaves(manager.restore(step, args=ocp.args.StandardRestore(_nest(item))))
         except MimicError:
             raise
         # What orbax and tensorstore raise on unreadable or truncated files (tensorstore's
@@ -174,10 +180,19 @@ def restore(run_dir: str | pathlib.Path, template: Any, step: int | None = None,
             raise MimicError(f"{directory}: cannot restore checkpoint {step}: {first}") from None
         finally:
             manager.close()
-    if added and report is not None:
-        names = ", ".join("/".join(path) for path in added[:3]) + (", ..." if len(added) > 3 else "")
-        report(f"checkpoint {step} predates {len(added)} field(s) of this code ({names}); they start from "
-               "this config's values")
+    if (added or unread) and report is not None:
+        def names(paths):
+            paths = sorted(paths)
+            return ", ".join("/".join(path) for path in paths[:3]) + (", ..." if len(paths) > 3 else "")
+
+        words = []
+        if added:
+            words.append(f"predates {len(added)} field(s) of this code ({names(added)}); they start from this "
+                         "config's values")
+        if unread:
+            words.append(f"has {len(unread)} entr{'y' if len(unread) == 1 else 'ies'} in an older layout "
+                         f"({names(unread)}), not read: set from the config or rewritten by the next step")
+        report(f"checkpoint {step} " + "; it ".join(words))
     # Through host memory: orbax hands back arrays committed to a device, and jit lowers
     # committed inputs with sharding annotations, i.e. a different program from the one a
     # fresh state compiles to (a persistent-cache miss, minutes on CPU).

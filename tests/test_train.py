@@ -628,6 +628,19 @@ def test_restore_fills_fields_added_since_only_where_allowed(tmp_path):
     grown = {"params": {"w": jnp.zeros(4), "b": jnp.zeros(2)}, "trpo": {"max_kl": jnp.float32(0)}}
     with pytest.raises(checkpoint.ConfigMismatch, match="no entry 'params/b'"):
         checkpoint.restore(tmp_path, grown, fillable=(("trpo",),))
+    # A field regrouped since (trpo/max_kl now trpo/step/max_kl): under a fillable prefix the
+    # old entry is not read and the new one starts at zero; elsewhere it is a mismatch.
+    regrouped = {"params": {"w": jnp.zeros(4)}, "trpo": {"step": {"max_kl": jnp.float32(0)}}}
+    lines = []
+    state, _ = checkpoint.restore(tmp_path, regrouped, fillable=(("trpo",),), report=lines.append)
+    np.testing.assert_array_equal(state["params"]["w"], np.arange(4.0))
+    assert float(state["trpo"]["step"]["max_kl"]) == 0.0
+    assert lines == ["checkpoint 1 predates 1 field(s) of this code (trpo/step/max_kl); they start from this "
+                     "config's values; it has 1 entry in an older layout (trpo/max_kl), not read: set from the "
+                     "config or rewritten by the next step"]
+    moved = {"params": {"v": jnp.zeros(4)}, "trpo": {"max_kl": jnp.float32(0)}}
+    with pytest.raises(checkpoint.ConfigMismatch, match="no entry 'params/v'"):
+        checkpoint.restore(tmp_path, moved, fillable=(("trpo",),))
 
 
 def test_a_checkpoint_without_its_metadata_is_damage_not_a_mismatch(tmp_path):
