@@ -7,15 +7,17 @@ steps for clips that do not loop. Every step is re-scored from the env's raw err
 the `deepmimic_paper` reward (each step in [0, 1], 0 on the step that falls), whatever
 reward the run trained on, so runs with different rewards compare on one scale:
 
-    normalized_return = (sum of reference-reward steps) / (max reward per step * full steps)
+    normalized_return = mean over episodes of (sum of reference-reward steps) / (full steps)
 
-so 1 is perfect tracking for a full episode and falling early lowers it.
+with the maximum reward 1 per step, so 1 is perfect tracking for a full episode and falling
+early lowers it. An episode's full steps count from its own start: from a random clip time
+(`--rsi`) of a clip that does not loop, what is left of the clip (`episode_full_steps`).
 
 With RSI off and a deterministic policy every episode starts in the same state, so on CPU the
 episodes of one call are identical; `episodes` > 1 guards against rare non-determinism on
 accelerators and keeps the batch shape the trainer's sweep members share. `--rsi` starts
-each episode at its own random clip time (DeepMimic's training distribution) and still runs
-it for a full-length episode.
+each episode at its own random clip time (DeepMimic's training distribution) and runs it
+until its time limit or, for a clip that does not loop, the clip's end.
 
 `root_drift_m` is the horizontal distance between the character's root and the reference
 root at each episode's last scored step (after 20 s for an episode that does not fall): a
@@ -63,6 +65,7 @@ class EpisodeScores:
     scored_steps: jax.Array  # steps whose errors were summed (all but the final one)
     root_drift: jax.Array  # horizontal root distance from the reference at the last scored step, m
     termination: dict  # reason -> [E] bool, why the episode ended (env.TERMINATIONS)
+    full_steps: jax.Array  # steps the episode lasts if it never falls, from its start (`episode_full_steps`)
 
 
 def full_episode_steps(env: env_lib.ImitationEnv) -> int:
@@ -112,7 +115,7 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
     zeros = jnp.zeros((episodes,), jnp.float32)
     falses = jnp.zeros((episodes,), bool)
     scores0 = EpisodeScores(zeros, zeros, jnp.zeros((episodes,), jnp.int32), falses, zeros, zeros, zeros, zeros,
-                            {k: falses for k in env_lib.TERMINATIONS})
+                            {k: falses for k in env_lib.TERMINATIONS}, episode_full_steps(env, state0.time))
 
     def step(carry, _):
         state, alive, scores = carry
@@ -133,6 +136,7 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
             scored_steps=scores.scored_steps + scored.astype(jnp.float32),
             root_drift=jnp.where(scored, drift, scores.root_drift),
             termination={k: scores.termination[k] | (alive & nxt.termination[k]) for k in scores.termination},
+            full_steps=scores.full_steps,
         )
         return (nxt, alive & ~done, scores), None
 
@@ -140,19 +144,46 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
     return scores
 
 
-def summarize(scores: EpisodeScores, full_steps: int) -> dict[str, jax.Array]:
+def episode_full_steps(env: env_lib.ImitationEnv, start_times: jax.Array) -> jax.Array:
+    """Steps [E] (float32) an episode starting at clip time `start_times [E]` lasts if it never
+    falls: until the time limit, or for a clip that does not loop until its end.
+
+    The env's own float32 clock, step by step (as `full_episode_steps` for time 0), so an
+    episode from a random clip time of a clip that does not loop is scored against what is
+    left of the clip: otherwise a perfect policy would score about 0.5 with `--rsi` on kick.
+    """
+    duration = env.clip_arrays.duration
+
+    def step(carry, _):
+        t, steps, running = carry
+        steps = steps + running.astype(jnp.float32)
+        t = t + env.dt
+        ended = steps >= env.max_steps
+        if not env.clip.loop:
+            ended = ended | (t >= duration)
+        return (t, steps, running & ~ended), None
+
+    start = jnp.asarray(start_times, jnp.float32)
+    carry = (start, jnp.zeros_like(start), jnp.ones(start.shape, bool))
+    (_, steps, _), _ = jax.lax.scan(step, carry, None, length=env.max_steps)  # scalar steps: cheap
+    return steps
+
+
+def summarize(scores: EpisodeScores) -> dict[str, jax.Array]:
     """The evaluation metrics (scalars) from per-episode totals; pure, vmappable.
 
-    `normalized_return` is capped at 1 only against float32 rounding of a perfect score.
+    `normalized_return` is the mean over episodes of each one's return over its full length
+    (`scores.full_steps`, the maximum reward 1 per step); capped at 1 only against float32
+    rounding of a perfect score.
     """
     length = scores.length.astype(jnp.float32)
     scored = jnp.maximum(jnp.sum(scores.scored_steps), 1.0)
     return {
-        "normalized_return": jnp.minimum(jnp.mean(scores.reference_return) / full_steps, 1.0),
+        "normalized_return": jnp.minimum(jnp.mean(scores.reference_return / scores.full_steps), 1.0),
         "reward_per_step": jnp.sum(scores.reference_return) / jnp.maximum(jnp.sum(length), 1.0),
         "train_reward_per_step": jnp.sum(scores.train_return) / jnp.maximum(jnp.sum(length), 1.0),
         "episode_length_mean": jnp.mean(length),
-        "episode_length_fraction": jnp.mean(length) / full_steps,
+        "episode_length_fraction": jnp.mean(length / scores.full_steps),
         "joint_angle_error_rad": jnp.sum(scores.angle_error_sum) / scored,
         "end_effector_error_m": jnp.sum(scores.end_effector_error_sum) / scored,
         "root_drift_m": jnp.mean(scores.root_drift),
@@ -181,7 +212,7 @@ def make_evaluation(env: env_lib.ImitationEnv, config: runconfig.TrainConfig, ep
 
     def score(policy_params, normalizer, reward_config, rng):
         scores = rollout_scores(env, policy, policy_params, normalizer, reward_config, rng, episodes, steps)
-        return summarize(scores, steps)
+        return summarize(scores)
 
     return score
 

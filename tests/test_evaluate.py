@@ -7,7 +7,9 @@ import json
 import math
 import pathlib
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from mimic_mjx import config as cfglib
@@ -48,8 +50,9 @@ def test_summarize_by_hand():
         scored_steps=jnp.array([9.0, 3.0]),
         root_drift=jnp.array([0.2, 0.6]),
         termination={"fall_contact": jnp.array([False, True]), "time_limit": jnp.array([True, False])},
+        full_steps=jnp.array([10.0, 10.0]),
     )
-    m = {k: float(v) for k, v in evaluate.summarize(scores, full_steps=10).items()}
+    m = {k: float(v) for k, v in evaluate.summarize(scores).items()}
     assert m["normalized_return"] == pytest.approx((6 / 10 + 2 / 10) / 2)  # 0.4
     assert m["reward_per_step"] == pytest.approx(8 / 14)  # (6 + 2) / (10 + 4) steps
     assert m["train_reward_per_step"] == pytest.approx(4 / 14)
@@ -59,6 +62,27 @@ def test_summarize_by_hand():
     assert m["fall_rate"] == pytest.approx(0.5)
     assert m["root_drift_m"] == pytest.approx(0.4)  # (0.2 + 0.6) / 2 episodes
     assert m["termination/fall_contact"] == 1 and m["termination/time_limit"] == 1
+    # Episodes that could last 10 and 4 steps (an RSI start late in a clip that does not loop):
+    # each return over its own full length, (6/10 + 2/4) / 2 = 0.55; lengths 10/10 and 4/4.
+    late = scores.replace(full_steps=jnp.array([10.0, 4.0]))
+    m = {k: float(v) for k, v in evaluate.summarize(late).items()}
+    assert m["normalized_return"] == pytest.approx(0.55) and m["episode_length_fraction"] == pytest.approx(1.0)
+
+
+def test_an_episode_is_scored_against_what_is_left_of_a_clip_that_does_not_loop():
+    kick = env_lib.ImitationEnv(env_lib.EnvConfig(motion="kick"))
+    assert not kick.clip.loop
+    d = float(kick.clip.duration)  # 1.5333 s: ceil(1.5333 x 30) = 46 steps from time 0
+    # Start times away from step edges: ceil((d - t0) x 30) steps, the last step may end past d.
+    starts = [0.0, 0.01, 0.75, d - 0.5 / 30]
+    want = [math.ceil((d - t0) * 30) for t0 in starts]
+    assert want == [46, 46, 24, 1]
+    got = jax.jit(lambda t: evaluate.episode_full_steps(kick, t))(jnp.array(starts))
+    assert np.asarray(got).tolist() == want
+    # A looping clip: the time limit from any start (walk: 20 s x 30 Hz).
+    walk = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk"))
+    got = jax.jit(lambda t: evaluate.episode_full_steps(walk, t))(jnp.array([0.0, 0.6, 1.2]))
+    assert np.asarray(got).tolist() == [600, 600, 600]
 
 
 @pytest.fixture(scope="module")
