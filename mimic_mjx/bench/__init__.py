@@ -159,6 +159,19 @@ def parse_devices(text: str, batches: tuple[int, ...]) -> tuple[int, ...]:
     return counts
 
 
+def parse_members(text: str, batches: tuple[int, ...]) -> int:
+    """`"7"` -> 7: the sweep row's member count, which must divide every batch in `batches`."""
+    counts = _positive_ints(text, "--members", "4", "member count")
+    if len(counts) != 1:
+        raise MimicError(f"--members {text!r}: expected one member count, e.g. 4")
+    members = counts[0]
+    bad = [b for b in batches if b % members]
+    if bad:
+        raise MimicError(f"--members {members}: the sweep row splits each batch over the members, and "
+                         f"{members} does not divide --batch {','.join(map(str, bad))}")
+    return members
+
+
 def parse_steps(text: str) -> int:
     try:
         steps = int(text)
@@ -211,14 +224,7 @@ def run_cli(args) -> int:
         CPU_BATCHES if jax.default_backend() == "cpu" else GPU_BATCHES)
     physics = parse_physics(args.physics) if getattr(args, "physics", None) else default_physics()
     devices = parse_devices(args.devices, batches) if getattr(args, "devices", None) else ()
-    members = _positive_ints(getattr(args, "members", SWEEP_MEMBERS), "--members", "4", "member count")
-    if len(members) != 1:
-        raise MimicError(f"--members {args.members!r}: expected one member count, e.g. 4")
-    members = members[0]
-    if "sweep" in rows and any(b % members for b in batches):
-        bad = [b for b in batches if b % members]
-        raise MimicError(f"--members {members}: the sweep row splits each batch over the members, and "
-                         f"{members} does not divide --batch {','.join(map(str, bad))}")
+    members = parse_members(getattr(args, "members", SWEEP_MEMBERS), batches if "sweep" in rows else ())
     from mimic_mjx import runconfig
 
     # After the flags are checked; the preset train would run, said on stderr so --json's
