@@ -160,11 +160,6 @@ class ImitationEnv:
         """Positions, orientations and body velocities of `data.qpos`/`data.qvel`."""
         return self.physics.forward_kinematics(data)
 
-    def _forward_kinematics_stack(self, *datas):
-        """`_forward_kinematics` of each of `datas` (same structure) through one vmapped call."""
-        out = jax.vmap(self._forward_kinematics)(jax.tree.map(lambda *xs: jnp.stack(xs), *datas))
-        return tuple(jax.tree.map(lambda x, i=i: x[i], out) for i in range(len(datas)))
-
     def reference(self, t):
         """Reference physics state at clip time t: (data with kinematics, lowest point)."""
         qpos, qvel, low = motion.sample(self.clip_arrays, t)
@@ -347,11 +342,8 @@ class ImitationEnv:
             raise MimicError(f"action has shape {action.shape}, expected ({self.action_size},) per environment")
         t = state.time + self.dt
         ref_qpos, ref_qvel, _ = motion.sample(self.clip_arrays, t)
-        data, diverged = self.physics.step(state.data.replace(ctrl=self.action_to_ctrl(action, ref_qpos)))
-        # The stepped state and its reference both need forward kinematics; one vmapped call
-        # compiles it once instead of twice (MJX's FK is a large share of the step's compile;
-        # BENCHMARKS.md, "CPU compile time").
-        data, ref = self._forward_kinematics_stack(data, self.physics.put(ref_qpos, ref_qvel))
+        data, ref, diverged = self.physics.step_with_kinematics(
+            state.data.replace(ctrl=self.action_to_ctrl(action, ref_qpos)), self.physics.put(ref_qpos, ref_qvel))
         finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & ~diverged
         errors = reward_lib.compute_errors(self.kinematics(data), self.kinematics(ref), state.reward_config.TERMS)
         steps = state.step_count + 1

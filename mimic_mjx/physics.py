@@ -31,7 +31,7 @@ start (it returns no `qacc_warmstart`), where MJX carries the last one; with 4 N
 iterations the solver converges either way (tests/test_physics.py measures the agreement).
 
 MuJoCo C resets an unstable simulation to the model's default pose and carries on. The native
-step feeds every rollout a fixed clock (`_CLOCK0`) and flags as `diverged` any environment whose
+step feeds every rollout a fixed clock (`native.CLOCK0`) and flags as `diverged` any environment whose
 clock did not advance by exactly the control period: a reset sets time back to 0. The env
 ends, resets and counts such an episode just as it does non-finite MJX physics.
 """
@@ -39,19 +39,17 @@ ends, resets and counts such an episode just as it does non-finite MJX physics.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import os
-import threading
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import rollout as mj_rollout
 
 from mimic_mjx import model as model_lib
+from mimic_mjx import native as native_lib
 from mimic_mjx.errors import MimicError
 
 with contextlib.redirect_stdout(io.StringIO()):
@@ -59,10 +57,6 @@ with contextlib.redirect_stdout(io.StringIO()):
     # absent; that line would corrupt `--json` output.
     from mujoco import mjx
 
-
-# The clock every native rollout starts from. Any value > 0 works (a reset sets time to 0);
-# 1.0 keeps time + 5 * (1/150) exact to float64 rounding.
-_CLOCK0 = 1.0
 
 _GEOM_SPHERE, _GEOM_CAPSULE, _GEOM_BOX = (int(mujoco.mjtGeom.mjGEOM_SPHERE), int(mujoco.mjtGeom.mjGEOM_CAPSULE),
                                           int(mujoco.mjtGeom.mjGEOM_BOX))
@@ -167,6 +161,19 @@ class Physics:
         d = mjx.com_vel(self.mjx_model, mjx.com_pos(self.mjx_model, mjx.kinematics(self.mjx_model, d)))
         return state.replace(qpos=d.qpos, **{f: getattr(d, f) for f in KINEMATICS_FIELDS})
 
+    def step_with_kinematics(self, state: PhysicsState, ref: PhysicsState
+                             ) -> tuple[PhysicsState, PhysicsState, jax.Array]:
+        """What one control step of the environment needs from the simulator: `(state after
+        step(state), ref, diverged)`, both states with forward kinematics done. `ref` is the
+        reference pose at the step's end (its own kinematics are needed beside the stepped
+        state's). A backend may fuse the three; the default steps, then runs both kinematics
+        through one vmapped call, which compiles MJX's kinematics once instead of twice (they
+        are a large share of the step's compile; BENCHMARKS.md, "CPU compile time")."""
+        data, diverged = self.step(state)
+        both = jax.vmap(self.forward_kinematics)(jax.tree.map(lambda a, b: jnp.stack([a, b]), data, ref))
+        data, ref = (jax.tree.map(lambda x, i=i: x[i], both) for i in range(2))
+        return data, ref, diverged
+
     def lowest_geom_z(self, data: PhysicsState) -> jax.Array:
         """Height of each geom's lowest point [ngeom], m, from a data with kinematics done.
 
@@ -204,7 +211,7 @@ class MjxPhysics(Physics):
 
 class NativePhysics(Physics):
     """MuJoCo's C engine: one `jax.pure_callback` per control step for the whole batch
-    (`_NativeStepper`), `threads` rollout threads (None: the usable cores)."""
+    (`native.NativeStepper`), `threads` rollout threads (None: the usable cores)."""
 
     name = "native"
     how = "pure_callback(mujoco.rollout)"
@@ -213,10 +220,20 @@ class NativePhysics(Physics):
 
     def __init__(self, mj_model: mujoco.MjModel, threads: int | None = None):
         super().__init__(mj_model, threads)
-        self._native = _NativeStepper(mj_model, self.substeps, threads or default_threads())
+        self._native = native_lib.NativeStepper(mj_model, self.substeps, threads or default_threads())
 
     def step(self, state: PhysicsState) -> tuple[PhysicsState, jax.Array]:
         return self._native.step(state)
+
+    # MuJoCo C has the kinematics at the end of every forward pass: read them there (sensors of
+    # a 1-step rollout, native.py) instead of recomputing them in JAX, where MJX's
+    # kinematics are hundreds of small XLA operations per call (docs/notes/cpu_speed.md).
+    def forward_kinematics(self, state: PhysicsState) -> PhysicsState:
+        return self._native.kinematics(state)
+
+    def step_with_kinematics(self, state: PhysicsState, ref: PhysicsState
+                             ) -> tuple[PhysicsState, PhysicsState, jax.Array]:
+        return self._native.step_with_kinematics(state, ref)
 
 
 # Every backend, by the env.physics value that selects it. A new backend is one subclass
@@ -242,79 +259,3 @@ def resolve_backend(name: str, jax_backend: str | None = None) -> str:
 def make(mj_model: mujoco.MjModel, backend: str = "auto", threads: int | None = None) -> Physics:
     """The `backend` (a name in BACKENDS; `auto` resolved) simulator of `mj_model`."""
     return BACKEND_CLASSES[resolve_backend(backend)](mj_model, threads)
-
-
-class _NativeStepper:
-    """MuJoCo C behind `jax.pure_callback`: one call per control step for a whole batch."""
-
-    def __init__(self, mj_model: mujoco.MjModel, substeps: int, threads: int):
-        m = mj_model
-        spec = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
-        self.nstate = mujoco.mj_stateSize(m, spec)
-        self.nq, self.nv, self.na, self.nu = m.nq, m.nv, m.na, m.nu
-        if self.nstate != 1 + m.nq + m.nv + m.na:
-            # The layout below (time, qpos, qvel, act) holds for models without mocap bodies,
-            # history buffers, equality toggles or plugins, as humanoid3d.xml is.
-            raise MimicError(f"physics: the native backend needs a full-physics state of time, qpos, qvel, act "
-                             f"({1 + m.nq + m.nv + m.na} numbers); this model's has {self.nstate}")
-        if m.ntree == 1:
-            # Island discovery splits the constraints by kinematic tree, and a humanoid alone
-            # is one tree: MuJoCo C finds that one island every substep for nothing. Off, a step
-            # takes ~4% less (20.7 -> 19.9 us) with bit-identical qpos after 32 x 150 steps
-            # (2-core AMD EPYC, 2026-12-06). The MJX model is left as it is.
-            m = copy.copy(m)
-            m.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_ISLAND)
-        self.model = m
-        self.substeps = substeps
-        self.threads = max(1, int(threads))
-        self.expected_time = _CLOCK0 + substeps * m.opt.timestep
-        self._tolerance = 1e-9
-        self._lock = threading.Lock()
-        self._pool = None
-
-    def _rollout(self):
-        # Built on first use, on the host thread that runs callbacks; the pool persists.
-        if self._pool is None:
-            self._datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
-            self._pool = mj_rollout.Rollout(nthread=self.threads if self.threads > 1 else 0)
-        return self._pool
-
-    def _host_step(self, packed):
-        """numpy in, numpy out; any number of leading batch axes (vmap, nested vmap).
-
-        `packed [..., nq + nv + na + nu]` is qpos, qvel, act, ctrl; the result `[..., nq + nv +
-        na + 1]` is qpos, qvel, act and the diverged flag (1.0 or 0.0). One array each way
-        because JAX's callback machinery costs per array: on the 2-core CPU an empty callback
-        took 0.19 ms with one argument and one result, 0.41 ms with four and four (2026-12-04).
-        """
-        packed = np.asarray(packed)
-        nq, nv, na = self.nq, self.nv, self.na
-        lead = packed.shape[:-1]
-        n = int(np.prod(lead, dtype=np.int64))
-        flat = packed.reshape(n, packed.shape[-1])
-        state0 = np.empty((n, self.nstate))
-        state0[:, 0] = _CLOCK0
-        state0[:, 1:] = flat[:, :nq + nv + na]
-        control = np.repeat(flat[:, None, nq + nv + na:].astype(np.float64), self.substeps, axis=1)
-        out = np.empty((n, self.substeps, self.nstate))
-        with self._lock:
-            self._rollout().rollout(self.model, self._datas, state0, control, state=out,
-                                    initial_warmstart=np.zeros((n, self.nv)))
-        last = out[:, -1]
-        result = np.empty((n, nq + nv + na + 1), packed.dtype)
-        result[:, :-1] = last[:, 1:]
-        result[:, -1] = np.abs(last[:, 0] - self.expected_time) > self._tolerance
-        return result.reshape(lead + (nq + nv + na + 1,))
-
-    def step(self, data: PhysicsState) -> tuple[PhysicsState, jax.Array]:
-        nq, nv, na = self.nq, self.nv, self.na
-        dtype = data.qpos.dtype
-        packed = jnp.concatenate([data.qpos, data.qvel, data.act.astype(dtype), data.ctrl.astype(dtype)], axis=-1)
-        shape = jax.ShapeDtypeStruct(data.qpos.shape[:-1] + (nq + nv + na + 1,), dtype)
-        # broadcast_all: under vmap (and a sweep's nested vmap) the callback sees the whole
-        # batch at once, one call per control step.
-        out = jax.pure_callback(self._host_step, shape, packed, vmap_method="broadcast_all")
-        data = data.replace(qpos=out[..., :nq], qvel=out[..., nq:nq + nv],
-                            act=out[..., nq + nv:nq + nv + na].astype(data.act.dtype),
-                            time=data.time + self.substeps * self.model.opt.timestep)
-        return data, out[..., -1] > 0.5
