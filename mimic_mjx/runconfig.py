@@ -72,6 +72,16 @@ class TrainConfig:
     decay_alarm_evals: int = cfglib.field(
         3, "periodic evaluations in a row below the best by decay_alarm_margin that raise the decay alarm",
         static=True, ge=1)
+    # An adaptive step tied to the run's own yardstick: no per-seed guess of where the peak is
+    # (docs/learning.md, issue 29: a max_kl schedule that starts before seed 1's peak also stops
+    # its climb). Host-side, from eval.jsonl, so a resumed run recomputes it.
+    kl_plateau_evals: int = cfglib.field(
+        0, "adaptive step: multiply trpo.max_kl by kl_plateau_factor each time this many periodic evaluations "
+        "in a row fail to beat the run's best selection score (needs eval_every); 0: off", static=True, ge=0)
+    kl_plateau_factor: float = cfglib.field(
+        0.5, "what each plateau of kl_plateau_evals evaluations multiplies trpo.max_kl by", static=True, gt=0, le=1)
+    kl_plateau_floor: float = cfglib.field(
+        0.1, "the adaptive step never takes trpo.max_kl below this fraction of it", static=True, gt=0, le=1)
     devices: int = cfglib.field(
         0, "devices the environment batch is split over (num_envs must divide evenly); 0: every device JAX "
         "sees (one CPU unless XLA_FLAGS forces more)", static=True, ge=0)

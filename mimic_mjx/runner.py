@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from mimic_mjx import checkpoint
 from mimic_mjx import compiled
@@ -113,6 +114,39 @@ def check_decay(scores: list[float], margin: float, evals: int) -> str | None:
             "a max_kl schedule (trpo.max_kl_decay_start, trpo.max_kl_decay_steps, trpo.max_kl_final_fraction).")
 
 
+def plateau_fraction(scores: list[float], evals: int, factor: float, floor: float) -> float:
+    """The fraction of `trpo.max_kl` the adaptive step leaves after these periodic evaluation
+    scores (in order): times `factor` each time `evals` evaluations in a row fail to beat the
+    best score before them (the count starts again after each cut and at each new best), never
+    below `floor`; 1.0 when `evals` is 0. Pure, so a resumed run recomputes it from eval.jsonl."""
+    fraction, best, since = 1.0, -math.inf, 0
+    if evals <= 0:
+        return fraction
+    for score in scores:
+        if score > best:
+            best, since = score, 0
+            continue
+        since += 1
+        if since == evals:
+            fraction, since = max(floor, fraction * factor), 0
+    return fraction
+
+
+def eval_scores(run_dir: pathlib.Path) -> list[float]:
+    """The selection score of every periodic evaluation in `run_dir/eval.jsonl`, in order."""
+    path = run_dir / "eval.jsonl"
+    rows = [json.loads(row) for row in path.read_text().splitlines() if row.strip()] if path.exists() else []
+    return [row.get("eval/selection_score", row["eval/normalized_return"]) for row in rows]
+
+
+def with_kl_fraction(state: TrainState, config: TrainConfig, fraction: float) -> TrainState:
+    """`state` with its max_kl leaf at `fraction` of the config's, on the leaf's own device(s)
+    and dtype, so the compiled iteration takes it unchanged."""
+    old = state.trpo.max_kl
+    new = jax.device_put(jnp.asarray(config.trpo.max_kl * fraction, old.dtype), old.sharding)
+    return state.replace(trpo=state.trpo.replace(max_kl=new))
+
+
 # ------------------------------------------------------------------------ host loop
 
 
@@ -184,7 +218,7 @@ def host_loop(step_fn: Callable, state: TrainState, config: TrainConfig, run_dir
     `members` (a sweep's, each with a `label`): `step_fn` returns metrics with a leading
     member axis; each member gets its own row (with `member`) and its own alarms.
     `evaluate(state, common)` runs every `eval_every` iterations, at the end and at the time
-    limit. Returns (state, history): one metrics dict per iteration (a list of the members'
+    limit; a state it returns replaces the loop's (None: unchanged). Returns (state, history): one metrics dict per iteration (a list of the members'
     dicts for a sweep).
     """
     count = 1 if members is None else len(members)
@@ -218,7 +252,8 @@ def host_loop(step_fn: Callable, state: TrainState, config: TrainConfig, run_dir
             checkpoint.save(run_dir, done, state, keep=config.keep_checkpoints)
         if eval_every and (done % eval_every == 0 or done == config.iterations or out_of_time):
             if evaluate is not None:  # process 0's alone over several processes
-                evaluate(state, common)
+                # It may hand back the state with new TRPO leaves (the adaptive step).
+                state = evaluate(state, common) or state
             distributed.barrier(f"mimic_mjx evaluated {done}")  # the others wait for it
         if out_of_time and done < config.iterations:
             progress(f"time limit of {config.time_limit_minutes:g} minutes reached at iteration {done}; "
@@ -280,8 +315,7 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
         if score_rsi is not None:
             text += (f"  | rsi return {line['eval_rsi/normalized_return']:.3f}  "
                      f"fall rate {line['eval_rsi/fall_rate']:.2f}")
-        scores = [json.loads(row).get("eval/selection_score", json.loads(row)["eval/normalized_return"])
-                  for row in (run_dir / "eval.jsonl").read_text().splitlines() if row.strip()]
+        scores = eval_scores(run_dir)
         decay = check_decay(scores, config.decay_alarm_margin, config.decay_alarm_evals)
         if selection > best_score(run_dir):
             policy_lib.write(run_dir / BEST_DIR, config, args[0], args[1],
@@ -293,6 +327,15 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
         if decay is not None and not alarmed:
             alarmed.append(True)  # once per command: the run keeps going, best/ keeps the peak
             progress(f"ALARM decay: {decay}")
+        if config.kl_plateau_evals:
+            fraction = plateau_fraction(scores, config.kl_plateau_evals, config.kl_plateau_factor,
+                                        config.kl_plateau_floor)
+            if fraction != plateau_fraction(scores[:-1], config.kl_plateau_evals, config.kl_plateau_factor,
+                                            config.kl_plateau_floor):
+                progress(f"adaptive step: {config.kl_plateau_evals} evaluations without a new best; trpo.max_kl "
+                         f"now {fraction:g} x {config.trpo.max_kl:g} (floor {config.kl_plateau_floor:g} x)")
+                return with_kl_fraction(state, config, fraction)
+        return None
 
     return run
 
@@ -308,6 +351,11 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     (reporting.py); `tensorboard`: a folder for TensorBoard event files.
     """
     config = resolve_defaults(config)
+    if config.kl_plateau_evals and not config.eval_every:
+        raise MimicError(f"kl_plateau_evals = {config.kl_plateau_evals} needs the periodic evaluation: "
+                         "set eval_every > 0")
+    if config.kl_plateau_evals and jax.process_count() > 1:
+        raise MimicError("kl_plateau_evals: the adaptive step runs in single-process training only")
     command_start = time.perf_counter()
     run_dir = check_run_dir(out_dir, resume)
     writer, progress = writer_progress(run_dir, progress)
@@ -342,6 +390,12 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         progress(f"nothing to do: {run_dir} has reached iterations = {config.iterations}")
         return TrainResult(state=state, history=[], run_dir=run_dir)
     state, mesh, out_shardings = place(state, config)
+    if resume and config.kl_plateau_evals:  # the adaptive step where the run left it (eval.jsonl, trimmed)
+        fraction = plateau_fraction(eval_scores(run_dir), config.kl_plateau_evals, config.kl_plateau_factor,
+                                    config.kl_plateau_floor)
+        if fraction != 1.0:
+            state = with_kl_fraction(state, config, fraction)
+            progress(f"adaptive step: trpo.max_kl resumes at {fraction:g} x {config.trpo.max_kl:g}")
     if mesh is not None:
         progress(f"{config.num_envs} environments split over {mesh.size} devices "
                  f"({config.num_envs // mesh.size} each): {', '.join(str(d) for d in mesh.devices)}")

@@ -145,6 +145,9 @@ def load_sweep(path: str | pathlib.Path, overrides: list[str] | None = None, ann
         if getattr(spec, key) is not None:
             base_sets.append(f"{key}={getattr(spec, key)}")
     base = runconfig.resolve_defaults(runconfig.load_train_config(str(base_path), base_sets))
+    if base.kl_plateau_evals:
+        raise MimicError(f"{source}: kl_plateau_evals (the adaptive step) is for single runs: a sweep's members "
+                         "share one host loop; set it to 0 (set: [kl_plateau_evals=0])")
     combos = _member_overrides(source, spec)
     seeds = spec.seeds if spec.seeds is not None else (base.seed,)
     if not seeds:

@@ -153,6 +153,8 @@ def test_outputs_and_extract(swept, tmp_path):
          "member 1 (trpo.max_kl=-0.01 seed=0): trpo.max_kl must be > 0, got -0.01"),
         ("train: cpu_tiny\ngrid: {reward.form: [0, 4]}\n", "reward.form must be one of 0, 1, 2, 3, got 4.0"),
         ("train: cpu_tiny\nmembers: [{reward.pose_scale: -1}]\n", "reward.pose_scale must be >= 0, got -1.0"),
+        ("train: cpu_tiny\ngrid: {reward.pose_scale: [1]}\nset: [kl_plateau_evals=2]\n",
+         "kl_plateau_evals (the adaptive step) is for single runs"),
     ],
 )
 def test_bad_sweep_files_are_one_line(tmp_path, text, message):

@@ -69,6 +69,9 @@ def test_reward_preset_and_overrides_from_yaml_and_set(tmp_path):
     (["env.max_body_error=-0.1"], "env.max_body_error must be >= 0"),
     (["env.start_pose_noise=-0.1"], "env.start_pose_noise must be >= 0"),
     (["decay_alarm_evals=0"], "decay_alarm_evals must be >= 1"),
+    (["kl_plateau_evals=-1"], "kl_plateau_evals must be >= 0"),
+    (["kl_plateau_factor=0"], "kl_plateau_factor must be in (0, 1], got 0.0"),
+    (["kl_plateau_floor=1.5"], "kl_plateau_floor must be in (0, 1], got 1.5"),
 ])
 def test_bad_override_is_one_line(overrides, words):
     with pytest.raises(MimicError) as err:
@@ -315,6 +318,36 @@ def test_decay_alarm_hand_cases():
     assert message is not None and "0.810 (evaluation 4)" in message and "trpo.learn_std=0" in message
     assert runner.check_decay(best + [0.75, 0.77, 0.70], 0.05, 3) is None  # 0.77 is within 0.05 of 0.81
     assert runner.check_decay([0.9, 0.1, 0.1], 0.05, 3) is None  # nothing before the last three
+
+
+def test_adaptive_step_hand_cases():
+    """plateau_fraction: x factor after `evals` evaluations in a row without a new best."""
+    fraction = runner.plateau_fraction
+    scores = [0.1, 0.2, 0.15, 0.18, 0.19]  # best 0.2, then three that do not beat it
+    assert fraction(scores, 0, 0.5, 0.1) == 1.0  # off
+    assert fraction(scores[:4], 3, 0.5, 0.1) == 1.0  # only two so far
+    assert fraction(scores, 3, 0.5, 0.1) == 0.5
+    more = scores + [0.21, 0.2, 0.2]  # a new best restarts the count: two since
+    assert fraction(more, 3, 0.5, 0.1) == 0.5
+    assert fraction(more + [0.2], 3, 0.5, 0.1) == 0.25
+    # Equal is not better; the floor holds: 0.5, 0.25, then 0.2 (not 0.125), and 0.2 again.
+    assert [fraction([1.0] + [1.0] * k, 1, 0.5, 0.2) for k in range(1, 5)] == [0.5, 0.25, 0.2, 0.2]
+
+
+def test_adaptive_step_reaches_the_update():
+    """The max_kl leaf that with_kl_fraction sets is the radius the next update uses."""
+    env, config = ProbeEnv("bandit"), probe_config(max_kl=0.02)
+    state = runner.with_kl_fraction(train.init(env, config, jax.random.PRNGKey(0), PROBE_REWARD), config, 0.25)
+    _, metrics = jax.jit(train.make_iteration(env, config))(state)
+    assert float(metrics["trpo/max_kl"]) == pytest.approx(0.005, rel=1e-6)
+    assert float(metrics["losses/kl"]) <= 1.5 * 0.005  # kl_accept_factor x the radius
+
+
+def test_adaptive_step_needs_the_periodic_evaluation(tmp_path):
+    with pytest.raises(MimicError) as err:
+        runner.train(tiny_config("kl_plateau_evals=2", "eval_every=0"), tmp_path / "run")
+    assert "set eval_every > 0" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()  # refused before any work
 
 
 @pytest.mark.parametrize("truncate", [True, False])
