@@ -4,14 +4,17 @@
 (`mimic_mjx/policies/<clip>/`) on `mimic-mjx eval`'s yardstick, from clip time 0 and from
 random clip times (`--rsi`), and writes the table as JSON and as markdown beside DeepMimic's
 own normalised returns (Peng et al. 2018, Table 2), so a new policy or a new recipe shows
-where it stands against the paper.
+where it stands against the paper. `--grid PNG` adds one image of every policy's filmstrip.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import tempfile
 import time
+
+import numpy as np
 
 from mimic_mjx import compiled
 from mimic_mjx import evaluate as eval_lib
@@ -65,12 +68,40 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def grid(names: list[str], path: str | pathlib.Path, *, frames: int = 6, width: int = 240, height: int = 180,
+         progress=print) -> tuple[int, int]:
+    """One image of the whole library: each policy's filmstrip (`mimic-mjx render`'s: the
+    policy beside its reference ghost, from clip time 0) as one row, in `names`' order.
+    A looping clip is shown over 5 s, any other over its length. Returns (width, height)."""
+    from PIL import Image
+
+    from mimic_mjx import render as render_lib
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            bundle = policy_lib.load(name)
+            env = eval_lib.eval_env(bundle.config)
+            seconds = 5.0 if env.clip.loop else float(env.clip_arrays.duration)
+            fps = max(10.0, np.ceil(frames / seconds))
+            result = render_lib.render(env, policy_lib.act(bundle, env), pathlib.Path(tmp) / f"{name}.gif",
+                                       seconds=seconds, fps=fps, width=width, height=height,
+                                       filmstrip=pathlib.Path(tmp) / f"{name}.png", filmstrip_count=frames,
+                                       label=name, progress=lambda line, name=name: progress(f"{name}: {line}"))
+            rows.append(np.asarray(Image.open(result.filmstrip).convert("RGB")))
+    tiles = np.concatenate(rows, axis=0)  # one clip per row, time left to right
+    Image.fromarray(tiles).save(path)
+    return tiles.shape[1], tiles.shape[0]
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("clips", nargs="*", help="shipped policies to score (default: all of them)")
     parser.add_argument("--episodes", type=int, default=eval_lib.DEFAULT_EPISODES,
                         help=f"episodes from t = 0 and again with RSI, per policy (default {eval_lib.DEFAULT_EPISODES})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write library.json and library.md into this folder")
+    parser.add_argument("--grid", default=None, metavar="PNG",
+                        help="also write one image of every scored policy's filmstrip, a row each")
 
 
 def run_cli(args) -> int:
@@ -79,6 +110,11 @@ def run_cli(args) -> int:
     unknown = [n for n in names if n not in shipped]
     if unknown:
         raise MimicError(f"not a shipped policy: {', '.join(unknown)} (shipped: {', '.join(shipped) or 'none'})")
+    if args.grid:  # refuse an unwritable path or a machine without GL before the long work
+        from mimic_mjx import render as render_lib
+
+        render_lib.check_writable(pathlib.Path(args.grid), "--grid")
+        render_lib.gl_backend()
     compiled.enable_compile_cache()
     rows = score(names, args.episodes, args.seed, progress=lambda line: print(line, flush=True))
     table = markdown(rows)
@@ -88,4 +124,7 @@ def run_cli(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "library.json").write_text(json.dumps(rows, indent=2) + "\n")
         (out / "library.md").write_text(table)
+    if args.grid:
+        width, height = grid(names, args.grid, progress=lambda line: print(line, flush=True))
+        print(f"wrote {args.grid} ({len(names)} clips, {width} x {height} px)")
     return 0

@@ -231,7 +231,7 @@ def filmstrip_frames(n_frames: int, k: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- output
-def _check_writable(path: pathlib.Path, what: str) -> None:
+def check_writable(path: pathlib.Path, what: str) -> None:
     """Raise a one-line MimicError now if `path` cannot be written (before minutes of work)."""
     existed = path.exists()
     try:
@@ -333,8 +333,8 @@ def check_request(out, filmstrip, seconds: float, fps: float, width: int, height
         raise MimicError(f"--frames must be 1..{len(steps)} (the video's frames), got {filmstrip_count}")
     if out.suffix.lower() == ".mp4" and (width % 2 or height % 2):  # yuv420p halves the chroma planes
         raise MimicError(f"MP4 needs an even --width and --height, got {width} x {height}")
-    _check_writable(out, "--out")
-    _check_writable(filmstrip, "--filmstrip")
+    check_writable(out, "--out")
+    check_writable(filmstrip, "--filmstrip")
     return out, filmstrip, steps
 
 

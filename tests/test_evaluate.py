@@ -218,3 +218,38 @@ def test_a_policy_that_does_not_fit_the_observation_is_one_line(tmp_path):
     with pytest.raises(MimicError) as err:
         policy.load(str(folder))
     assert "does not fit this model and observation" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_library_grid_stacks_each_policys_filmstrip_in_order(tmp_path, monkeypatch):
+    """`library --grid`: one row per policy, in the order given, each row that policy's
+    filmstrip; a looping clip is filmed for 5 s, any other for its length. Rendering is
+    replaced by solid tiles, so the expected image is built by hand."""
+    import types
+
+    from PIL import Image
+
+    from mimic_mjx import library, policy as policy_lib, render as render_lib
+
+    colours = {"walk": (200, 0, 0), "punch": (0, 200, 0)}
+    lengths = {"walk": (True, 1.2), "punch": (False, 2.6)}
+    asked = {}
+
+    def fake_env(config, rsi=False):
+        loop, duration = lengths[config]
+        return types.SimpleNamespace(clip=types.SimpleNamespace(loop=loop),
+                                     clip_arrays=types.SimpleNamespace(duration=duration))
+
+    def fake_render(env, act, out, *, seconds, fps, width, height, filmstrip, filmstrip_count, label, progress):
+        asked[label] = seconds
+        Image.new("RGB", (width * filmstrip_count, height), colours[label]).save(filmstrip)
+        return types.SimpleNamespace(filmstrip=filmstrip)
+
+    monkeypatch.setattr(policy_lib, "load", lambda name: types.SimpleNamespace(config=name))
+    monkeypatch.setattr(policy_lib, "act", lambda bundle, env: None)
+    monkeypatch.setattr(library.eval_lib, "eval_env", fake_env)
+    monkeypatch.setattr(render_lib, "render", fake_render)
+    size = library.grid(["punch", "walk"], tmp_path / "grid.png", frames=3, width=4, height=2, progress=lambda _: None)
+    image = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert size == (12, 4) and image.shape == (4, 12, 3)
+    assert (image[:2] == colours["punch"]).all() and (image[2:] == colours["walk"]).all()
+    assert asked == {"punch": 2.6, "walk": 5.0}

@@ -206,7 +206,7 @@ def test_render_errors_are_one_line(tmp_path, capsys):
     from mimic_mjx import render
 
     with pytest.raises(MimicError, match="cannot write"):
-        render._check_writable(blocker / "v.mp4", "--out")
+        render.check_writable(blocker / "v.mp4", "--out")
     with pytest.raises(MimicError, match=r"\.mp4 or \.gif"):
         render.render(None, None, tmp_path / "v.avi")
     with pytest.raises(MimicError, match="even"):
