@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import env as env_lib
 
 
@@ -54,7 +55,7 @@ def brax_env(env: env_lib.ImitationEnv):
                          info=info(zeros, zeros, zeros, zeros))
 
         def step(self, state, action):
-            s = env_lib.step_batch(env, state.pipeline_state, action)
+            s = batch_lib.step_batch(env, state.pipeline_state, action)
             done = s.done.astype(jnp.float32)
             keep = 1.0 - state.info["episode_done"]
             episode = state.info["episode_metrics"]

@@ -17,6 +17,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import env as env_lib
 from mimic_mjx import reward as reward_lib
 from mimic_mjx.errors import MimicError
@@ -62,14 +63,14 @@ def make_rollout(env: env_lib.ImitationEnv, num_envs: int, steps: int):
         state, key = carry
         key, sub = jax.random.split(key)
         action = act(state, sub)
-        state = env_lib.step_batch(env, state, action)
+        state = batch_lib.step_batch(env, state, action)
         return (state, key), (state.errors, action, state.reward, state.reward_terms, state.terminated, state.truncated)
 
     def rollout(rng, state=None):
         """Rollouts of `steps` steps, and the final batched env State ([P*N] envs)."""
         rng, reset_key = jax.random.split(rng)
         if state is None:
-            state = env_lib.reset_batch(env, reset_key, num_policies * num_envs)
+            state = batch_lib.reset_batch(env, reset_key, num_policies * num_envs)
         (state, _), (errors, actions, rewards, terms, term, trunc) = jax.lax.scan(
             body, (state, rng), None, length=steps)
         split = lambda x: x.reshape((steps, num_policies, num_envs) + x.shape[2:])  # noqa: E731

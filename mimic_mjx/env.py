@@ -1,6 +1,6 @@
 """The imitation environment: pure `reset(rng) -> State` and `step(state, action) -> State`.
 
-One environment per call; batches come from `jax.vmap` (see `reset_batch`). The humanoid is
+One environment per call; batches come from `jax.vmap` (batch.py: `reset_batch`, `step_batch`). The humanoid is
 driven at 30 Hz toward a reference clip: actions are PD targets for the 28 hinge coordinates
 (or torques), scored by `reward.py` against the clip sampled at the same time. Episodes start
 at a random clip time (reference state initialisation), end early when the character falls
@@ -329,15 +329,15 @@ class ImitationEnv:
     def step(self, state: State, action) -> State:
         """Advance one 30 Hz control step; a finished episode is replaced by a fresh one.
 
-        One environment; `step_batch` steps a batch and builds only the resets it needs.
+        One environment; `batch.step_batch` steps a batch and builds only the resets it needs.
         """
         stepped = self.advance(state, action)
         fresh = self.reset(state.rng, state.reward_config)
-        return _select(stepped.done, _keep_outcome(fresh, stepped), stepped)
+        return select(stepped.done, keep_outcome(fresh, stepped), stepped)
 
     def advance(self, state: State, action) -> State:
         """One control step without the auto-reset: a finished episode is left finished
-        (`done` set) for `step` or `step_batch` to replace by `reset(state.rng)`."""
+        (`done` set) for `step` or `batch.step_batch` to replace by `reset(state.rng)`."""
         if action.shape != (self.action_size,):
             raise MimicError(f"action has shape {action.shape}, expected ({self.action_size},) per environment")
         t = state.time + self.dt
@@ -401,63 +401,14 @@ OUTCOME_FIELDS = ("final_obs", "reward", "reward_terms", "termination", "errors"
                   "nonfinite_count")
 
 
-def _keep_outcome(fresh: State, stepped: State) -> State:
+def keep_outcome(fresh: State, stepped: State) -> State:
     return fresh.replace(**{k: getattr(stepped, k) for k in OUTCOME_FIELDS})
 
 
-def _select(mask, a, b):
+def select(mask, a, b):
     """`a` where `mask` else `b`, leaf by leaf; `mask` has the leaves' leading axes."""
     def pick(x, y):
         m = jnp.reshape(mask, mask.shape + (1,) * (x.ndim - mask.ndim))
         return jnp.where(m, x, y)
 
     return jax.tree.map(pick, a, b)
-
-
-def reset_slots(batch_size: int) -> int:
-    """Episodes `step_batch` can restart per round: an eighth of the batch, at least 1.
-
-    The untrained walk_cpu policy falls after ~28 steps, so 64 environments end ~2.3 episodes
-    per step and more than 8 (a second round) in about one step in 1,500 (Poisson); a trained
-    one ends one in hundreds of steps, and a step where none ends runs no round.
-    """
-    return max(1, -(-batch_size // 8))
-
-
-def reset_batch(env: ImitationEnv, rng, batch_size: int, reward_config=None) -> State:
-    """`batch_size` independent environments: a State with a leading [B] axis."""
-    keys = jax.random.split(rng, batch_size)
-    return jax.vmap(lambda k: env.reset(k, reward_config))(keys)
-
-
-def step_batch(env: ImitationEnv, state: State, actions) -> State:
-    """Step a batch [B]: actions [B, 28]. A wrong shape is a MimicError naming both shapes.
-
-    The same states as `jax.vmap(env.step)`, but the episodes that ended are restarted a
-    round of `reset_slots(B)` at a time, gathered from the batch (a `lax.while_loop` that runs
-    no round in a step where nothing ended): `vmap(env.step)` builds a reset, forward
-    kinematics and observation included, for every environment at every step and keeps the
-    few it needs. Under a sweep's vmap the rounds run until every member is done.
-    """
-    batch = state.time.shape[0]
-    if actions.shape != (batch, env.action_size):
-        raise MimicError(f"actions have shape {tuple(actions.shape)}, expected ({batch}, {env.action_size})")
-    stepped = jax.vmap(env.advance)(state, actions)
-    slots = reset_slots(batch)
-    done = stepped.done
-    rank = jnp.cumsum(done.astype(jnp.int32)) - 1  # [B] each finished env's place among them
-    count = jnp.sum(done.astype(jnp.int32))
-
-    def restart_round(carry):
-        first, current = carry
-        wanted = first + jnp.arange(slots)  # [slots] ranks restarted this round
-        # [slots] the env of each rank (argmax of a one-hot row; rows past `count` pick env 0, unused)
-        env_of = jnp.argmax(done[None, :] & (rank[None, :] == wanted[:, None]), axis=1)
-        picked = jax.tree.map(lambda x: x[env_of], (state.rng, state.reward_config))
-        fresh = jax.vmap(env.reset)(*picked)  # [slots]
-        fresh = jax.tree.map(lambda x: x[jnp.clip(rank - first, 0, slots - 1)], fresh)  # [B]
-        now = done & (rank >= first) & (rank < first + slots)
-        return first + slots, _select(now, _keep_outcome(fresh, current), current)
-
-    _, state = jax.lax.while_loop(lambda carry: carry[0] < count, restart_round, (jnp.zeros((), jnp.int32), stepped))
-    return state

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import compiled
 from mimic_mjx import env as env_lib
 from mimic_mjx import networks as nets
@@ -111,7 +112,7 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
     """
     reference = reward_lib.preset(REFERENCE_PRESET)
     best = reward_lib.max_reward(reference)
-    state0 = env_lib.reset_batch(env, rng, episodes, reward_config)
+    state0 = batch_lib.reset_batch(env, rng, episodes, reward_config)
     zeros = jnp.zeros((episodes,), jnp.float32)
     falses = jnp.zeros((episodes,), bool)
     scores0 = EpisodeScores(zeros, zeros, jnp.zeros((episodes,), jnp.int32), falses, zeros, zeros, zeros, zeros,
@@ -120,7 +121,7 @@ def rollout_scores(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, policy
     def step(carry, _):
         state, alive, scores = carry
         mean, _ = policy.apply(policy_params, nets.normalize(normalizer, state.obs))
-        nxt = env_lib.step_batch(env, state, mean)
+        nxt = batch_lib.step_batch(env, state, mean)
         ref_reward, _ = reward_lib.step_reward(nxt.errors, mean, reference, nxt.terminated)
         ref_reward = ref_reward / best
         done = nxt.terminated | nxt.truncated

@@ -6,7 +6,7 @@ each control step's `qpos` and the reference `qpos` at the same clip time. Rende
 host-side, with MuJoCo's own OpenGL renderer (`mjv_updateScene` / `mjr_render`) in an
 offscreen context: the simulated character solid, the reference as a translucent blue ghost
 1 m to its left (+y), the camera following the simulated root. A finished episode has
-already been reset by `env.step_batch`; the frame shows the reset state and says that it fell.
+already been reset by `batch.step_batch`; the frame shows the reset state and says that it fell.
 
 The GL backend: `MUJOCO_GL` if set (egl, osmesa, glfw), else the first of egl, osmesa that
 opens a context in a throwaway subprocess. The context is made here rather than by
@@ -32,6 +32,7 @@ import jax
 import mujoco
 import numpy as np
 
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import compiled
 from mimic_mjx import env as env_lib
 from mimic_mjx import model as model_lib
@@ -191,11 +192,11 @@ def _programs(env: env_lib.ImitationEnv, act: Callable) -> tuple[Callable, Calla
         return jax.vmap(lambda ti: motion.sample(env.clip_arrays, ti)[0])(t)
 
     def start(key):
-        state = env_lib.reset_batch(env, key, 1)
+        state = batch_lib.reset_batch(env, key, 1)
         return state, reference(state.time)
 
     def step(state):
-        state = env_lib.step_batch(env, state, act(state.obs))
+        state = batch_lib.step_batch(env, state, act(state.obs))
         return state, reference(state.time)
 
     return jax.jit(start), jax.jit(step)

@@ -22,6 +22,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import critic
 from mimic_mjx import distributed
 from mimic_mjx import env as env_lib
@@ -93,7 +94,7 @@ def init(env: env_lib.ImitationEnv, config: TrainConfig, rng: jax.Array,
     k_policy, k_value, k_env, rng = jax.random.split(rng, 4)
     dummy = jnp.zeros((1, env.observation_size))
     value_params = value.init(k_value, dummy)
-    env_state = env_lib.reset_batch(env, k_env, config.num_envs, reward_config)
+    env_state = batch_lib.reset_batch(env, k_env, config.num_envs, reward_config)
     state = TrainState(
         policy_params=policy.init(k_policy, dummy),
         value_params=value_params,
@@ -166,10 +167,10 @@ def rollout(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, state: TrainS
     """`horizon` steps of the batch under the stochastic policy; returns the advanced state.
 
     Actions are `mean + std * noise` from the policy on normalised observations (the
-    normaliser is frozen for the rollout). Finished episodes reset inside `env.step_batch`,
+    normaliser is frozen for the rollout). Finished episodes reset inside `batch.step_batch`,
     which runs on each device's shard of the batch under a `mesh` (parallel.py).
     """
-    step_envs = parallel.env_step(lambda s, a: env_lib.step_batch(env, s, a), mesh)
+    step_envs = parallel.env_step(lambda s, a: batch_lib.step_batch(env, s, a), mesh)
 
     def step(carry, step_key):
         env_state, ep_return = carry

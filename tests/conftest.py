@@ -39,11 +39,11 @@ def walk_rollout(walk_env):
 
 @pytest.fixture(scope="session")
 def walk_reset(walk_env):
+    from mimic_mjx import batch as batch_lib
     from mimic_mjx import diagnose
-    from mimic_mjx import env as env_lib
 
     n = len(diagnose.POLICIES) * WALK_ENVS
-    return jax.jit(lambda key: env_lib.reset_batch(walk_env, key, n))(jax.random.PRNGKey(1))
+    return jax.jit(lambda key: batch_lib.reset_batch(walk_env, key, n))(jax.random.PRNGKey(1))
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import WALK_ENVS
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import env as env_lib
 from mimic_mjx.errors import MimicError
 
@@ -137,14 +138,14 @@ def test_step_batch_restarts_several_episodes_a_round_at_a_time_as_vmapped_step_
     # from each env's rng for the three, and vmap(env.step) (a reset built for every env, every
     # step) for the whole batch, over that step and two more. Equal to float32 rounding (the
     # two programs fuse forward kinematics differently).
-    assert env_lib.reset_slots(4) == 1 and env_lib.reset_slots(64) == 8 and env_lib.reset_slots(65) == 9
-    state = jax.jit(lambda key: env_lib.reset_batch(walk_env, key, 4))(jax.random.PRNGKey(6))
+    assert batch_lib.reset_slots(4) == 1 and batch_lib.reset_slots(64) == 8 and batch_lib.reset_slots(65) == 9
+    state = jax.jit(lambda key: batch_lib.reset_batch(walk_env, key, 4))(jax.random.PRNGKey(6))
     lying = jnp.zeros_like(state.data.qpos[0]).at[2].set(0.12)
     lying = lying.at[3:7].set(jnp.array([np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]))
     falls = np.array([True, False, True, True])
     qpos = jnp.where(falls[:, None], lying, state.data.qpos)
     state = state.replace(data=state.data.replace(qpos=qpos, qvel=jnp.where(falls[:, None], 0.0, state.data.qvel)))
-    batch_step = jax.jit(lambda s, a: env_lib.step_batch(walk_env, s, a))
+    batch_step = jax.jit(lambda s, a: batch_lib.step_batch(walk_env, s, a))
     vmapped_step = jax.jit(jax.vmap(walk_env.step))
     zeros = jnp.zeros((4, walk_env.action_size))
     after = batch_step(state, zeros)
@@ -166,9 +167,9 @@ def test_step_batch_restarts_several_episodes_a_round_at_a_time_as_vmapped_step_
 def test_a_continuing_step_reaches_its_final_obs(walk_env, walk_reset):
     """GAE (train.compute_advantages) reads V(final_obs[t]) off V(obs[t + 1]) for a step that did
     not end its episode: the state it hands on must observe exactly its final_obs."""
-    from mimic_mjx import env as env_lib
+    from mimic_mjx import batch as batch_lib
 
-    state = jax.jit(lambda s: env_lib.step_batch(walk_env, s, jnp.zeros((s.time.shape[0], walk_env.action_size))))(
+    state = jax.jit(lambda s: batch_lib.step_batch(walk_env, s, jnp.zeros((s.time.shape[0], walk_env.action_size))))(
         walk_reset)
     going = ~np.asarray(state.done)
     assert going.any()
@@ -210,7 +211,7 @@ def test_reward_is_zero_on_the_terminating_step_and_bounded(walk_rollouts, walk_
 
 def test_wrong_action_shapes_are_one_line_errors(walk_env, walk_reset):
     with pytest.raises(MimicError, match=r"actions have shape \(24, 27\), expected \(24, 28\)"):
-        env_lib.step_batch(walk_env, walk_reset, jnp.zeros((24, 27)))
+        batch_lib.step_batch(walk_env, walk_reset, jnp.zeros((24, 27)))
     single = jax.tree.map(lambda x: x[0], walk_reset)
     with pytest.raises(MimicError, match=r"action has shape \(3,\)"):
         walk_env.step(single, jnp.zeros(3))

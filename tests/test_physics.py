@@ -12,6 +12,7 @@ import mujoco
 import numpy as np
 import pytest
 
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import bench
 from mimic_mjx import env as env_lib
 from mimic_mjx import model as model_lib
@@ -200,7 +201,7 @@ def staged_steps():
     once_env = env_lib.ImitationEnv(env_lib.EnvConfig(motion="getup_faceup", physics="native", rsi=False,
                                                       early_termination=False))
     out = {}
-    state = env_lib.reset_batch(walk_env, jax.random.PRNGKey(0), 4)
+    state = batch_lib.reset_batch(walk_env, jax.random.PRNGKey(0), 4)
     lying = jnp.zeros_like(state.data.qpos[0]).at[2].set(0.12)
     lying = lying.at[3:7].set(jnp.array([np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]))  # face down
     qpos = state.data.qpos.at[0].set(lying)
@@ -209,9 +210,9 @@ def staged_steps():
     state = state.replace(data=state.data.replace(qpos=qpos, qvel=qvel), step_count=steps)
     step = jax.jit(jax.vmap(walk_env.step))
     out["walk"] = step(state, jnp.zeros((4, walk_env.action_size)))
-    low = env_lib.reset_batch(low_env, jax.random.PRNGKey(0), 1)
+    low = batch_lib.reset_batch(low_env, jax.random.PRNGKey(0), 1)
     out["low"] = jax.jit(jax.vmap(low_env.step))(low, jnp.zeros((1, low_env.action_size)))
-    once = env_lib.reset_batch(once_env, jax.random.PRNGKey(0), 1)
+    once = batch_lib.reset_batch(once_env, jax.random.PRNGKey(0), 1)
     once = once.replace(time=jnp.full((1,), once_env.clip_arrays.duration - 0.5 * once_env.dt))
     out["once"] = jax.jit(jax.vmap(once_env.step))(once, jnp.zeros((1, once_env.action_size)))
     # Roots moved 0.7 m and 0.3 m sideways off the reference, then 0.7 m and 0.3 m up (every
@@ -220,7 +221,7 @@ def staged_steps():
     # the step, and only the sideways one is a drift (horizontal).
     drift_env = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk", physics="native", max_root_drift=0.5,
                                                        max_body_error=0.5))
-    drift = env_lib.reset_batch(drift_env, jax.random.PRNGKey(0), 4)
+    drift = batch_lib.reset_batch(drift_env, jax.random.PRNGKey(0), 4)
     moved = drift.data.qpos.at[:, 1].add(jnp.array([0.7, 0.3, 0.0, 0.0]))
     moved = moved.at[:, 2].add(jnp.array([0.0, 0.0, 0.7, 0.3]))
     drift = drift.replace(data=drift.data.replace(qpos=moved))
@@ -301,7 +302,7 @@ def test_evaluation_measures_drift_instead_of_ending_on_it(staged_steps):
     config = runconfig.TrainConfig().replace(env=env_lib.EnvConfig(motion="walk", physics="native", max_root_drift=0.5,
                                                                    max_body_error=0.5))
     eval_env = evaluate.eval_env(config)
-    state = env_lib.reset_batch(eval_env, jax.random.PRNGKey(0), 4)
+    state = batch_lib.reset_batch(eval_env, jax.random.PRNGKey(0), 4)
     moved = state.data.qpos.at[:, 1].add(jnp.array([0.7, 0.3, 0.0, 0.0]))
     moved = moved.at[:, 2].add(jnp.array([0.0, 0.0, 0.7, 0.3]))
     state = state.replace(data=state.data.replace(qpos=moved))
@@ -383,7 +384,7 @@ def test_mjx_and_native_give_the_reference_policy_the_same_reward():
         env = env_lib.ImitationEnv(env_lib.EnvConfig(motion="walk", physics=backend))
 
         def run(key, env=env):
-            state = env_lib.reset_batch(env, key, 4)
+            state = batch_lib.reset_batch(env, key, 4)
 
             def body(s, _):
                 s = jax.vmap(env.step)(s, jax.vmap(env.reference_action)(s))

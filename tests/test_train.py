@@ -161,7 +161,7 @@ def test_nonfinite_metric_alarm():
 
 class ProbeEnv:
     """A two-dimensional problem with a known answer, shaped like ImitationEnv (what the
-    trainer calls: reset, and advance for env.step_batch).
+    trainer calls: reset, and advance for batch.step_batch).
 
     mode "bandit": obs is a target t uniform in [-1, 1]², the reward is
       scale·(1 − mean((clip(a) − t)²)), every episode lasts one step (terminated); the
@@ -196,7 +196,7 @@ class ProbeEnv:
         )
 
     def advance(self, state, action):
-        """The step without its reset: every probe episode ends here (env.step_batch restarts it)."""
+        """The step without its reset: every probe episode ends here (batch.step_batch restarts it)."""
         config = state.reward_config
         scale = config.output_scale * config.pose_weight
         if self.mode == "bandit":

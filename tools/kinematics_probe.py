@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import env as env_lib
 from mimic_mjx import physics as physics_lib
 from mimic_mjx import runconfig
@@ -36,7 +37,7 @@ def build(kinematics: str, mode: str):
         phys.step_with_kinematics = lambda s, r: physics_lib.Physics.step_with_kinematics(phys, s, r)
     if mode == "stub":
         phys.step = lambda s: (s.replace(qpos=s.qpos + 1e-4 * jnp.sin(s.qpos)), jnp.zeros((), bool))
-    state = env_lib.reset_batch(env, jax.random.PRNGKey(0), batch)
+    state = batch_lib.reset_batch(env, jax.random.PRNGKey(0), batch)
     actions = jnp.zeros((batch, env.action_size))
     if mode == "physics":
         def physics_step(d, _):
@@ -44,7 +45,7 @@ def build(kinematics: str, mode: str):
         return jax.jit(lambda s: jax.lax.scan(physics_step, s, None, length=steps)[0]), state.data
     def body(s, _):
         if mode == "restarts":
-            return env_lib.step_batch(env, s, actions), None
+            return batch_lib.step_batch(env, s, actions), None
         return jax.vmap(env.advance)(s, actions), None
     return jax.jit(lambda s: jax.lax.scan(body, s, None, length=steps)[0]), state
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from mimic_mjx import batch as batch_lib
 from mimic_mjx import brax_adapter
 from mimic_mjx import compiled as compiled_lib
 from mimic_mjx import env as env_lib
@@ -59,7 +60,7 @@ def env_chunk(env: env_lib.ImitationEnv, length: int):
         state, key = carry
         key, sub = jax.random.split(key)
         actions = jax.random.uniform(sub, (state.time.shape[0], env.action_size), minval=-1.0, maxval=1.0)
-        return (env_lib.step_batch(env, state, actions), key), None
+        return (batch_lib.step_batch(env, state, actions), key), None
 
     def run(carry):
         carry, _ = jax.lax.scan(body, carry, None, length=length)
@@ -122,7 +123,7 @@ def run_env(bench: Bench, batch: int) -> dict:
     env_state = bench.setup(batch).env_state
     row = bench.time_row("env", batch, env_chunk(bench.env, bench.horizon), (env_state, jax.random.PRNGKey(1)),
                          bench.horizon)
-    row["notes"] = "env.step_batch: physics, reward, obs, auto-reset; uniform random actions"
+    row["notes"] = "batch.step_batch: physics, reward, obs, auto-reset; uniform random actions"
     return row
 
 
@@ -139,7 +140,7 @@ def run_policy(bench: Bench, batch: int) -> dict:
         return state.replace(rng=rng), traj
 
     row = bench.time_row("policy", batch, run, bench.setup(batch), config.horizon)
-    row["notes"] = f"train.rollout: policy {tuple(config.network.policy_hidden)} sampling + env.step_batch"
+    row["notes"] = f"train.rollout: policy {tuple(config.network.policy_hidden)} sampling + batch.step_batch"
     return row
 
 
