@@ -93,17 +93,22 @@ def check_decay(scores: list[float], margin: float, evals: int) -> str | None:
             "a max_kl schedule (trpo.max_kl_decay_start, trpo.max_kl_decay_steps, trpo.max_kl_final_fraction).")
 
 
-def plateau_fraction(scores: list[float], evals: int, factor: float, floor: float) -> float:
+def plateau_fraction(scores: list[float], evals: int, factor: float, floor: float, min_score: float = 0.0) -> float:
     """The fraction of `trpo.max_kl` the adaptive step leaves after these periodic evaluation
     scores (in order): times `factor` each time `evals` evaluations in a row fail to beat the
     best score before them (the count starts again after each cut and at each new best), never
-    below `floor`; 1.0 when `evals` is 0. Pure, so a resumed run recomputes it from eval.jsonl."""
+    below `floor`; 1.0 when `evals` is 0. Evaluations count only once the best has reached
+    `min_score`: flat scores before the policy has learned the clip mean it is still searching
+    (walk seed 0 hovers at 0.1-0.2 from 6M to 12M env steps before it climbs), not unlearning.
+    Pure, so a resumed run recomputes it from eval.jsonl."""
     fraction, best, since = 1.0, -math.inf, 0
     if evals <= 0:
         return fraction
     for score in scores:
         if score > best:
             best, since = score, 0
+            continue
+        if best < min_score:
             continue
         since += 1
         if since == evals:

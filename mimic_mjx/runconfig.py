@@ -82,6 +82,9 @@ class TrainConfig:
         0.5, "what each plateau of kl_plateau_evals evaluations multiplies trpo.max_kl by", static=True, gt=0, le=1)
     kl_plateau_floor: float = cfglib.field(
         0.1, "the adaptive step never takes trpo.max_kl below this fraction of it", static=True, gt=0, le=1)
+    kl_plateau_min_score: float = cfglib.field(
+        0.0, "the adaptive step counts evaluations only once the run's best selection score has reached this "
+        "(normalised return): before that the policy is still learning the clip", static=True, ge=0)
     devices: int = cfglib.field(
         0, "devices the environment batch is split over (num_envs must divide evenly); 0: every device JAX "
         "sees (one CPU unless XLA_FLAGS forces more)", static=True, ge=0)

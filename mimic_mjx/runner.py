@@ -230,11 +230,12 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
             alarmed.append(True)  # once per command: the run keeps going, best/ keeps the peak
             progress(f"ALARM decay: {decay}")
         if config.kl_plateau_evals:
-            fraction = plateau_fraction(scores, config.kl_plateau_evals, config.kl_plateau_factor,
-                                        config.kl_plateau_floor)
-            if fraction != plateau_fraction(scores[:-1], config.kl_plateau_evals, config.kl_plateau_factor,
-                                            config.kl_plateau_floor):
-                progress(f"adaptive step: {config.kl_plateau_evals} evaluations without a new best; trpo.max_kl "
+            rule = (config.kl_plateau_evals, config.kl_plateau_factor, config.kl_plateau_floor,
+                    config.kl_plateau_min_score)
+            fraction = plateau_fraction(scores, *rule)
+            if fraction != plateau_fraction(scores[:-1], *rule):
+                n = config.kl_plateau_evals
+                progress(f"adaptive step: {n} evaluation{'s' if n != 1 else ''} without a new best; trpo.max_kl "
                          f"now {fraction:g} x {config.trpo.max_kl:g} (floor {config.kl_plateau_floor:g} x)")
                 return with_kl_fraction(state, config, fraction)
         return None
@@ -294,7 +295,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
     state, mesh, out_shardings = place(state, config)
     if resume and config.kl_plateau_evals:  # the adaptive step where the run left it (eval.jsonl, trimmed)
         fraction = plateau_fraction(eval_scores(run_dir), config.kl_plateau_evals, config.kl_plateau_factor,
-                                    config.kl_plateau_floor)
+                                    config.kl_plateau_floor, config.kl_plateau_min_score)
         if fraction != 1.0:
             state = with_kl_fraction(state, config, fraction)
             progress(f"adaptive step: trpo.max_kl resumes at {fraction:g} x {config.trpo.max_kl:g}")

@@ -72,6 +72,7 @@ def test_reward_preset_and_overrides_from_yaml_and_set(tmp_path):
     (["kl_plateau_evals=-1"], "kl_plateau_evals must be >= 0"),
     (["kl_plateau_factor=0"], "kl_plateau_factor must be in (0, 1], got 0.0"),
     (["kl_plateau_floor=1.5"], "kl_plateau_floor must be in (0, 1], got 1.5"),
+    (["kl_plateau_min_score=-0.1"], "kl_plateau_min_score must be >= 0"),
 ])
 def test_bad_override_is_one_line(overrides, words):
     with pytest.raises(MimicError) as err:
@@ -332,6 +333,11 @@ def test_adaptive_step_hand_cases():
     assert fraction(more + [0.2], 3, 0.5, 0.1) == 0.25
     # Equal is not better; the floor holds: 0.5, 0.25, then 0.2 (not 0.125), and 0.2 again.
     assert [fraction([1.0] + [1.0] * k, 1, 0.5, 0.2) for k in range(1, 5)] == [0.5, 0.25, 0.2, 0.2]
+    # min_score: flat evaluations before the best reaches it do not count.
+    early = [0.1, 0.1, 0.1, 0.1, 0.6, 0.5, 0.5]  # would cut at the 4th with no guard
+    assert fraction(early, 3, 0.5, 0.1) == 0.5  # cut after the three 0.1s; 0.6, then two below it
+    assert fraction(early, 3, 0.5, 0.1, min_score=0.5) == 1.0  # counting starts at 0.6: two so far
+    assert fraction(early + [0.55], 3, 0.5, 0.1, min_score=0.5) == 0.5
 
 
 def test_adaptive_step_reaches_the_update():
