@@ -160,12 +160,19 @@ class NativeStepper:
         width = nq + nv + na + 1
         shape = jax.ShapeDtypeStruct(data.qpos.shape[:-1] + (width + 2 * self.nsensor,), dtype)
         out = jax.pure_callback(self._host_step_kinematics, shape, packed, vmap_method="broadcast_all")
+        data, diverged = self._stepped(data, out)
+        data = self._decode(data, out[..., width:width + self.nsensor])
+        ref = self._decode(ref, out[..., width + self.nsensor:])
+        return data, ref, diverged
+
+    def _stepped(self, data, out):
+        """`(data after the step, diverged)` from a host result that starts with `_host_step`'s
+        `[qpos, qvel, act, diverged]`; the kinematics fields are left as they were."""
+        nq, nv, na = self.nq, self.nv, self.na
         data = data.replace(qpos=out[..., :nq], qvel=out[..., nq:nq + nv],
                             act=out[..., nq + nv:nq + nv + na].astype(data.act.dtype),
                             time=data.time + self.substeps * self.model.opt.timestep)
-        data = self._decode(data, out[..., width:width + self.nsensor])
-        ref = self._decode(ref, out[..., width + self.nsensor:])
-        return data, ref, out[..., nq + nv + na] > 0.5
+        return data, out[..., nq + nv + na] > 0.5
 
     def _host_step(self, packed):
         """numpy in, numpy out; any number of leading batch axes (vmap, nested vmap).
@@ -202,10 +209,7 @@ class NativeStepper:
         # broadcast_all: under vmap (and a sweep's nested vmap) the callback sees the whole
         # batch at once, one call per control step.
         out = jax.pure_callback(self._host_step, shape, packed, vmap_method="broadcast_all")
-        data = data.replace(qpos=out[..., :nq], qvel=out[..., nq:nq + nv],
-                            act=out[..., nq + nv:nq + nv + na].astype(data.act.dtype),
-                            time=data.time + self.substeps * self.model.opt.timestep)
-        return data, out[..., -1] > 0.5
+        return self._stepped(data, out)
 
 
 def kinematics_model(mj_model: mujoco.MjModel) -> tuple[mujoco.MjModel, dict]:

@@ -34,11 +34,18 @@ from mimic_mjx.runconfig import (DEFAULT_CONFIG, DEFAULT_CONFIG_CPU, TrainConfig
 from mimic_mjx.train import (UPGRADABLE, TrainState, abstract_state, build_env, init, make_iteration, place,
                              with_config_leaves)
 
+
 def eval_scores(run_dir: pathlib.Path) -> list[float]:
     """The selection score of every periodic evaluation in `run_dir/eval.jsonl`, in order."""
     path = run_dir / "eval.jsonl"
     rows = [json.loads(row) for row in path.read_text().splitlines() if row.strip()] if path.exists() else []
     return [row.get("eval/selection_score", row["eval/normalized_return"]) for row in rows]
+
+
+def kl_fraction(config: TrainConfig, scores: list[float]) -> float:
+    """The adaptive step's fraction of trpo.max_kl after these evaluation scores, by config."""
+    return plateau_fraction(scores, config.kl_plateau_evals, config.kl_plateau_factor, config.kl_plateau_floor,
+                            config.kl_plateau_min_score)
 
 
 def with_kl_fraction(state: TrainState, config: TrainConfig, fraction: float) -> TrainState:
@@ -120,8 +127,8 @@ def host_loop(step_fn: Callable, state: TrainState, config: TrainConfig, run_dir
     `members` (a sweep's, each with a `label`): `step_fn` returns metrics with a leading
     member axis; each member gets its own row (with `member`) and its own alarms.
     `evaluate(state, common)` runs every `eval_every` iterations, at the end and at the time
-    limit; a state it returns replaces the loop's (None: unchanged). Returns (state, history): one metrics dict per iteration (a list of the members'
-    dicts for a sweep).
+    limit; a state it returns replaces the loop's (None: unchanged). Returns (state, history):
+    one metrics dict per iteration (a list of the members' dicts for a sweep).
     """
     count = 1 if members is None else len(members)
     healths, history = [Health()] * count, []
@@ -230,10 +237,8 @@ def _periodic_evaluation(config: TrainConfig, run_dir: pathlib.Path, progress) -
             alarmed.append(True)  # once per command: the run keeps going, best/ keeps the peak
             progress(f"ALARM decay: {decay}")
         if config.kl_plateau_evals:
-            rule = (config.kl_plateau_evals, config.kl_plateau_factor, config.kl_plateau_floor,
-                    config.kl_plateau_min_score)
-            fraction = plateau_fraction(scores, *rule)
-            if fraction != plateau_fraction(scores[:-1], *rule):
+            fraction = kl_fraction(config, scores)
+            if fraction != kl_fraction(config, scores[:-1]):
                 n = config.kl_plateau_evals
                 progress(f"adaptive step: {n} evaluation{'s' if n != 1 else ''} without a new best; trpo.max_kl "
                          f"now {fraction:g} x {config.trpo.max_kl:g} (floor {config.kl_plateau_floor:g} x)")
@@ -294,8 +299,7 @@ def train(config: TrainConfig, out_dir: str | pathlib.Path, resume: bool = False
         return TrainResult(state=state, history=[], run_dir=run_dir)
     state, mesh, out_shardings = place(state, config)
     if resume and config.kl_plateau_evals:  # the adaptive step where the run left it (eval.jsonl, trimmed)
-        fraction = plateau_fraction(eval_scores(run_dir), config.kl_plateau_evals, config.kl_plateau_factor,
-                                    config.kl_plateau_floor, config.kl_plateau_min_score)
+        fraction = kl_fraction(config, eval_scores(run_dir))
         if fraction != 1.0:
             state = with_kl_fraction(state, config, fraction)
             progress(f"adaptive step: trpo.max_kl resumes at {fraction:g} x {config.trpo.max_kl:g}")
