@@ -68,14 +68,8 @@ def save(run_dir: str | pathlib.Path, step: int, state: Any, keep: int = 3) -> N
 
 def latest_step(run_dir: str | pathlib.Path) -> int | None:
     """The newest checkpoint's step in `run_dir`, or None when there is none."""
-    directory = pathlib.Path(run_dir) / SUBDIR
-    if not directory.is_dir():
-        return None
-    with _quiet():
-        manager = _manager(run_dir, create=False)
-        step = manager.latest_step()
-        manager.close()
-    return step
+    steps = all_steps(run_dir)
+    return steps[0] if steps else None
 
 
 def _key_name(key) -> str:

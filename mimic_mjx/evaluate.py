@@ -35,7 +35,6 @@ import pathlib
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mimic_mjx import batch as batch_lib
 from mimic_mjx import compiled
@@ -72,16 +71,10 @@ class EpisodeScores:
 def full_episode_steps(env: env_lib.ImitationEnv) -> int:
     """Steps of a full-length evaluation episode from clip time 0.
 
-    Looping clips: the time limit. Otherwise the env truncates once its float32 clip time
-    reaches the clip's duration; the loop repeats that float32 arithmetic exactly.
+    Looping clips: the time limit; otherwise until the env's float32 clock reaches the clip's
+    end. One rule for both: `episode_full_steps` at start time 0.
     """
-    if env.clip.loop:
-        return env.max_steps
-    duration = np.float32(env.clip_arrays.duration)
-    t, dt, n = np.float32(0.0), np.float32(env.dt), 0
-    while n < env.max_steps and not t >= duration:
-        t, n = np.float32(t + dt), n + 1
-    return n
+    return int(episode_full_steps(env, jnp.zeros((1,), jnp.float32))[0])
 
 
 def tracking_errors(env: env_lib.ImitationEnv, state: env_lib.State) -> tuple[jax.Array, jax.Array, jax.Array]:
