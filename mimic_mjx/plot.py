@@ -113,6 +113,31 @@ def grid_shape(panels: int) -> tuple[int, int]:
     return 2 * math.ceil(panels / cols), cols
 
 
+def plot_curves(x: list[float], curves: dict[str, list[float]], path: str | pathlib.Path,
+                xlabel: str, ylabel: str, title: str) -> bool:
+    """One panel of labelled curves over a shared x axis, as a PNG; False when matplotlib is
+    absent (callers that only add a picture to other output go on without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, y in curves.items():
+        ax.plot(x, y, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def plot_runs(runs: list[str | pathlib.Path], out: str | pathlib.Path,
               dpi: int = DEFAULT_DPI, x: str = "steps") -> tuple[pathlib.Path, tuple[int, int]]:
     """Draw the curves of `runs` into the PNG `out`; returns (path, (width, height) in pixels).

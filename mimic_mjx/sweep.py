@@ -46,6 +46,7 @@ from mimic_mjx import config as cfglib
 from mimic_mjx import distributed
 from mimic_mjx import evaluate as eval_lib
 from mimic_mjx import parallel
+from mimic_mjx import plot as plot_lib
 from mimic_mjx import reporting
 from mimic_mjx import reward as reward_lib
 from mimic_mjx import runconfig, runner, train as train_lib
@@ -362,26 +363,10 @@ def results_table(results: list[dict]) -> str:
 
 def plot(sweep: Sweep, evals: list, path: pathlib.Path) -> bool:
     """Yardstick curves of every member against env steps; False when matplotlib is absent."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    steps = [s for _, s, _ in evals]
-    for m in sweep.members:
-        ax.plot(steps, [scores[m.index][YARDSTICK] for _, _, scores in evals], marker="o", label=f"#{m.index} {m.label}")
-    ax.set_xlabel("env steps per member")
-    ax.set_ylabel("normalized return (deepmimic_paper reward, deterministic)")
-    ax.set_title(f"reward sweep on {sweep.base.env.motion}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    curves = {f"#{m.index} {m.label}": [scores[m.index][YARDSTICK] for _, _, scores in evals] for m in sweep.members}
+    return plot_lib.plot_curves([s for _, s, _ in evals], curves, path, xlabel="env steps per member",
+                                ylabel="normalized return (deepmimic_paper reward, deterministic)",
+                                title=f"reward sweep on {sweep.base.env.motion}")
 
 
 def extract(sweep_dir: str | pathlib.Path, member: int, out_dir: str | pathlib.Path) -> pathlib.Path:

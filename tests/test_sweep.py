@@ -115,6 +115,7 @@ def test_outputs_and_extract(swept, tmp_path):
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert {e["member"] for e in evals} == {0, 1}
     assert all(0.0 <= e["normalized_return"] <= 1.0 for e in evals)
+    assert (out / "yardstick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the dev extra has matplotlib
     member_dir = sweep_lib.extract(out, 1, tmp_path / "member1")
     from mimic_mjx import checkpoint, train as t
 
