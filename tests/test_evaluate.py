@@ -20,7 +20,7 @@ from mimic_mjx.errors import MimicError
 
 pytestmark = pytest.mark.timeout(120)
 
-# Keep identical to test_train.TINY: same shapes, same compiled training program.
+# test_train.TINY: the same shapes (a cache hit on MJX; native programs always compile).
 TINY = [
     "num_envs=16", "horizon=16", "network.policy_hidden=[32,32]", "network.value_hidden=[32,32]",
     "network.init_log_std=-1.6", "trpo.value_minibatches=4", "trpo.fvp_subsample=1", "checkpoint_every=2",

@@ -43,7 +43,8 @@ SCRIPT = textwrap.dedent(r"""
     import jax
     from mimic_mjx import config as cfglib, runconfig, runner, train
     physics, out, cache = sys.argv[1], sys.argv[2], sys.argv[3]
-    # The tests' compile cache: the resumed halves compile the programs the full runs compiled.
+    # The tests' compile cache serves the MJX member's resumed halves (native programs hold a
+    # host callback, which JAX never persists: they compile each time).
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     TINY = ["num_envs=16", "horizon=16", "network.policy_hidden=[32,32]", "network.value_hidden=[32,32]",

@@ -2,9 +2,9 @@
 the real humanoid (files, metrics, resume identity, checkpoint mismatch, improvement).
 
 Expected values come from hand arithmetic (in comments) or invariants, not from the trainer.
-The humanoid tests share one compiled iteration: every run uses the TINY shapes (leaf
-values such as max_kl or the seed do not change the program), and the persistent compile
-cache from conftest.py serves later compiles, in this file and in test_evaluate.py.
+The humanoid tests use the TINY shapes (leaf values such as max_kl or the seed do not
+change the program). On native physics (the CPU default) every run still compiles its
+program again: JAX does not persist programs that hold a host callback (docs/guide.md, Tests).
 """
 
 import json
