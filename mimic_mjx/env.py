@@ -19,6 +19,7 @@ import numpy as np
 from mimic_mjx import config as cfglib
 from mimic_mjx import model as model_lib
 from mimic_mjx import motion
+from mimic_mjx.motion import REFERENCE_VELOCITY  # the field `motion` shadows the module in EnvConfig
 from mimic_mjx import physics as physics_lib
 from mimic_mjx import quaternion as quat
 from mimic_mjx import reward as reward_lib
@@ -85,6 +86,11 @@ class EnvConfig:
         "auto", "simulator: mjx (MuJoCo MJX, traced), native (MuJoCo C via a callback), auto: mjx on an "
         "accelerator, native on CPU", static=True, choices=physics_lib.BACKENDS)
     physics_threads: int = cfglib.field(0, "native backend threads; 0: the usable cores", static=True, ge=0)
+    reference_velocity: str = cfglib.field(
+        "forward", "the reference's velocity between clip frames (the velocity reward, a start's velocities): "
+        "forward (each frame's forward difference, held across the frame: half a frame ahead at a frame) or "
+        "central (central differences at the frames, interpolated linearly)", static=True,
+        choices=REFERENCE_VELOCITY)
     action_offset: str = cfglib.field(
         "mid_range", "pd targets are offset + half_range * action, offset = mid_range (of each joint's range) "
         "or reference (the clip's pose one control step ahead: actions are corrections)", static=True,
@@ -123,7 +129,7 @@ class ImitationEnv:
         cfglib.validate(config, prefix="env.")
         self.config = config
         self.clip = clip if clip is not None else motion.load_clip(config.motion)
-        self.clip_arrays = self.clip.arrays()
+        self.clip_arrays = self.clip.arrays(config.reference_velocity)
         self.reward_config = reward_config if reward_config is not None else reward_lib.preset("deepmimic_paper")
         self.mj_model = model_lib.load_model(config.control)
         self.physics = physics_lib.make(self.mj_model, config.physics, config.physics_threads or None)

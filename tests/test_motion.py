@@ -150,6 +150,70 @@ def test_non_looping_clip_holds_last_frame():
     assert np.all(np.asarray(qvel) == 0)
 
 
+def _synthetic_clip(times, qpos, loop):
+    """A Clip of the given poses (forward differences as load_clip takes them; no kinematics)."""
+    t = len(times)
+    qvel = motion.finite_difference_qvel(qpos, np.append(np.diff(times), 1.0))
+    return motion.Clip(name="synthetic", path=None, loop=loop, frame_times=np.asarray(times), qpos=qpos, qvel=qvel,
+                       end_effectors=np.zeros((t, 4, 3)), com=np.zeros((t, 3)), lowest_point=np.zeros(t),
+                       lowest_body=("",) * t)
+
+
+def test_central_reference_velocity_is_exact_for_a_quadratic_pose(mj_model):
+    import jax
+
+    # One hinge follows q(t) = t² over frames of unequal length: its velocity 2t is the
+    # independent value. Central differences (weighted by the neighbouring frame's length) and
+    # linear interpolation are exact for a quadratic everywhere between the first and the
+    # last frame's neighbours; the forward difference is exact only half-way through a frame.
+    times = np.array([0.0, 0.1, 0.25, 0.35, 0.5])
+    qpos = np.zeros((len(times), mj_model.nq))
+    qpos[:, 3] = 1.0
+    qpos[:, 7] = times**2
+    clip = _synthetic_clip(times, qpos, loop=False)
+    central, forward = jax.jit(motion.sample), jax.jit(motion.sample)
+    for t in (0.1, 0.13, 0.25, 0.3, 0.35):
+        _, qvel, _ = central(clip.arrays("central"), t)
+        assert float(qvel[6]) == pytest.approx(2 * t, abs=1e-5), t
+    _, qvel, _ = forward(clip.arrays("forward"), 0.25)
+    assert float(qvel[6]) == pytest.approx(0.25 + 0.35, abs=1e-5)  # (0.35² - 0.25²) / 0.1: the next frame's
+    with pytest.raises(MimicError, match="reference velocity must be one of forward, central, got 'back'"):
+        clip.arrays("back")
+
+
+def test_central_reference_velocity_is_continuous_across_a_loop(mj_model):
+    import jax
+
+    # A looping clip that walks a quarter circle per cycle (heading and path turn by 90°) while a
+    # hinge swings as sin(ωt + φ), ω = 2π/T: at the wrap the root's world velocity and the hinge's velocity
+    # must be the same just before and just after the cycle boundary (the forward difference
+    # jumps there), and the hinge's velocity at frame 0 is sin(ωh)/h, the central difference of
+    # sin(ωt + φ) by hand, cos(φ)·sin(ωh)/h.
+    n, period = 9, 0.8
+    times = np.linspace(0.0, period, n)
+    h, omega, phi = times[1], 2 * np.pi / period, 0.3
+    psi = 0.5 * np.pi * times / period  # heading
+    qpos = np.zeros((n, mj_model.nq))
+    qpos[:, 0], qpos[:, 1], qpos[:, 2] = np.sin(psi), 1.0 - np.cos(psi), 0.9  # unit circle, tangent = heading
+    qpos[:, 3], qpos[:, 6] = np.cos(psi / 2), np.sin(psi / 2)  # yaw psi
+    qpos[:, 7] = np.sin(omega * times + phi)
+    arr = _synthetic_clip(times, qpos, loop=True).arrays("central")
+    sample = jax.jit(motion.sample)
+    eps = 1e-5  # the velocity changes by ~ω²·eps across it
+    _, before, _ = sample(arr, period - eps)
+    _, after, _ = sample(arr, period + eps)
+    np.testing.assert_allclose(np.asarray(after), np.asarray(before), atol=2e-3)
+    _, at0, _ = sample(arr, 0.0)
+    assert float(at0[6]) == pytest.approx(np.cos(phi) * np.sin(omega * h) / h, rel=1e-5)
+    # The start's root velocity points along the heading at t = 0 (x), not along the chord.
+    speed = float(np.linalg.norm(np.asarray(at0[0:2])))
+    assert float(at0[1]) == pytest.approx(0.0, abs=1e-5 * speed + 1e-6)
+    forward = motion.Clip.arrays(_synthetic_clip(times, qpos, loop=True), "forward")
+    _, fb, _ = sample(forward, period - eps)
+    _, fa, _ = sample(forward, period + eps)
+    assert abs(float(fa[6]) - float(fb[6])) > 0.5  # the forward difference jumps at the wrap
+
+
 def _frame(dt=0.0333):
     identity = [1.0, 0.0, 0.0, 0.0]
     f = [dt, 0.0, 0.85, 0.0] + identity
