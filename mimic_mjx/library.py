@@ -29,7 +29,7 @@ DEEPMIMIC_TABLE2 = {
     "spin": 0.664, "getup_facedown": 0.885, "getup_faceup": 0.838,
 }
 COLUMNS = ("clip", "return_t0", "return_rsi", "fall_rate_t0", "fall_rate_rsi", "env_steps", "deepmimic",
-           "fraction_of_deepmimic")
+           "fraction_of_deepmimic", "code_t0", "code_rsi")
 
 
 def score(names: list[str], episodes: int, seed: int = 0, progress=print) -> list[dict]:
@@ -48,6 +48,7 @@ def score(names: list[str], episodes: int, seed: int = 0, progress=print) -> lis
                      "return_rsi": rsi["normalized_return"], "fall_rate_t0": t0["fall_rate"],
                      "fall_rate_rsi": rsi["fall_rate"], "env_steps": t0["env_steps"], "iteration": t0["iteration"],
                      "deepmimic": paper, "fraction_of_deepmimic": ours / paper if paper else None,
+                     "code_t0": t0["normalized_return_code"], "code_rsi": rsi["normalized_return_code"],
                      "episodes": episodes})
         progress(f"{name}: {t0['normalized_return']:.3f} from t = 0, {rsi['normalized_return']:.3f} with RSI "
                  f"({time.perf_counter() - start:.0f} s)")
@@ -55,16 +56,18 @@ def score(names: list[str], episodes: int, seed: int = 0, progress=print) -> lis
 
 
 def markdown(rows: list[dict]) -> str:
-    """The library table; `fraction_of_deepmimic` is the mean of both returns over Table 2's."""
+    """The library table; `fraction_of_deepmimic` is the mean of both returns over Table 2's.
+    The last column scores the same episodes with DeepMimic's released reward (evaluate.CODE_PRESET)."""
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    lines = ["| clip | return, t = 0 | return, RSI | falls, t = 0 | falls, RSI | env steps | DeepMimic | of DeepMimic |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| clip | return, t = 0 | return, RSI | falls, t = 0 | falls, RSI | env steps | DeepMimic | of DeepMimic "
+             "| on DeepMimic's code reward, t = 0 / RSI |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['clip']} | {r['return_t0']:.3f} | {r['return_rsi']:.3f} | {r['fall_rate_t0']:.0%} | "
                      f"{r['fall_rate_rsi']:.0%} | {r['env_steps'] / 1e6:.1f}M | {num(r['deepmimic'], '.3f')} | "
-                     f"{num(r['fraction_of_deepmimic'], '.0%')} |")
+                     f"{num(r['fraction_of_deepmimic'], '.0%')} | {num(r.get('code_t0'), '.3f')} / "
+                     f"{num(r.get('code_rsi'), '.3f')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ from mimic_mjx import config as cfglib
 from mimic_mjx import env as env_lib
 from mimic_mjx import evaluate, runconfig, runner
 from mimic_mjx import policy as policy_lib
+from mimic_mjx import reward as reward_lib
 from mimic_mjx.errors import MimicError
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,6 +43,7 @@ def test_full_episode_steps():
 def test_summarize_by_hand():
     scores = evaluate.EpisodeScores(
         reference_return=jnp.array([6.0, 2.0]),
+        code_return=jnp.array([8.0, 3.0]),
         train_return=jnp.array([3.0, 1.0]),
         length=jnp.array([10, 4], jnp.int32),
         terminated=jnp.array([False, True]),
@@ -54,6 +56,7 @@ def test_summarize_by_hand():
     )
     m = {k: float(v) for k, v in evaluate.summarize(scores).items()}
     assert m["normalized_return"] == pytest.approx((6 / 10 + 2 / 10) / 2)  # 0.4
+    assert m["normalized_return_code"] == pytest.approx((8 / 10 + 3 / 10) / 2)  # 0.55
     assert m["reward_per_step"] == pytest.approx(8 / 14)  # (6 + 2) / (10 + 4) steps
     assert m["train_reward_per_step"] == pytest.approx(4 / 14)
     assert m["episode_length_mean"] == pytest.approx(7.0)
@@ -184,17 +187,24 @@ def test_every_shipped_policy_loads_and_runs_a_short_episode(name):
     assert bundle.env_steps > 0 and pathlib.Path(bundle.config.env.motion).stem.endswith(name)
     # One episode capped at 1 s (30 steps): the shipped weights run through the eval path.
     short = bundle.config.replace(env=bundle.config.env.replace(episode_seconds=1.0))
-    m = evaluate.evaluate_params(bundle.policy_params, bundle.normalizer, short.reward, short, episodes=1)
+    # Scored with DeepMimic's code reward as the episode's own reward (the env's reward path),
+    # it must equal the evaluation's second yardstick (the re-scoring path) step for step.
+    code = reward_lib.preset(evaluate.CODE_PRESET)
+    m = evaluate.evaluate_params(bundle.policy_params, bundle.normalizer, code, short, episodes=1)
     assert 1 <= m["episode_length_mean"] <= 30 and m["full_episode_steps"] <= 30
     assert all(math.isfinite(v) for v in m.values())
+    own = m["train_reward_per_step"] * m["episode_length_mean"] / m["full_episode_steps"]
+    assert m["normalized_return_code"] == pytest.approx(own, rel=1e-5)
 
 
 def test_library_table_by_hand():
     from mimic_mjx import library
 
     rows = [{"clip": "walk", "return_t0": 0.8, "return_rsi": 0.9, "fall_rate_t0": 0.0, "fall_rate_rsi": 0.1,
-             "env_steps": 21_299_200, "deepmimic": 0.985, "fraction_of_deepmimic": 0.85 / 0.985}]
-    assert library.markdown(rows).splitlines()[2] == "| walk | 0.800 | 0.900 | 0% | 10% | 21.3M | 0.985 | 86% |"
+             "env_steps": 21_299_200, "deepmimic": 0.985, "fraction_of_deepmimic": 0.85 / 0.985,
+             "code_t0": 0.95, "code_rsi": 0.97}]
+    assert library.markdown(rows).splitlines()[2] == \
+        "| walk | 0.800 | 0.900 | 0% | 10% | 21.3M | 0.985 | 86% | 0.950 / 0.970 |"
     assert len(library.DEEPMIMIC_TABLE2) == 15 and library.DEEPMIMIC_TABLE2["backflip"] == 0.729
 
 
