@@ -71,7 +71,8 @@ fi
 if [ "$dry" = 1 ]; then
   budget=${GPU_CHECK_BUDGET_S:-2400}
   stages=${GPU_CHECK_STAGES:-install probe bench-2 precision-2 train eval export sweep}
-  bench_rows=env; precision_rows=env; bench_steps=32
+  # native: the rehearsal checks the stage's plumbing, and a cold MJX env compile costs a minute on CPU
+  bench_rows=env; precision_rows=env; bench_steps=32; bench_physics=native
   train_minutes=0.01  # stops after the first iteration: exercises the time limit and its checkpoint
   small=(--set num_envs=2 --set horizon=8 --set env.episode_seconds=1.0 --set iterations=3 --set checkpoint_every=1)
   train_args=(--set env.physics=native "${small[@]}")
@@ -85,7 +86,7 @@ else
   # precision cost, so that a first run whose compiles take longer than hoped still shows
   # whether each command works on the GPU.
   stages=${GPU_CHECK_STAGES:-install probe bench-4096 train eval export sweep bench-1024 bench-16384 precision-4096}
-  bench_rows=physics,env,train; precision_rows=physics,train; bench_steps=64
+  bench_rows=physics,env,train; precision_rows=physics,train; bench_steps=64; bench_physics=mjx
   train_minutes=${GPU_CHECK_TRAIN_MINUTES:-4}
   train_args=(--set env.physics=mjx)
   eval_args=()
@@ -191,7 +192,7 @@ stage_bench() {  # bench-B or precision-B
   local name=$1 kind=${1%%-*} batch=${1#*-} rows=$bench_rows envs=()
   if [ "$kind" = precision ]; then rows=$precision_rows; envs=(JAX_DEFAULT_MATMUL_PRECISION=default); fi
   run_stage "$name" "${cap[$kind]}" "${envs[@]}" -- "${mm[@]}" bench --json --batch "$batch" --rows "$rows" \
-    --steps "$bench_steps" --physics mjx  # the GPU's backend; on a CPU bench would add native rows
+    --steps "$bench_steps" --physics "$bench_physics"  # GPU: mjx only (on a CPU bench would add native rows)
   cp "$WORK/logs/$name.out" "$WORK/$name.json" 2> /dev/null
 }
 
