@@ -21,6 +21,9 @@ def enable_compile_cache() -> None:
 
     Directory: `$MIMIC_MJX_COMPILE_CACHE`, else ~/.cache/mimic_mjx/jax_cache; set the
     variable to `off` to disable. A cache directory configured elsewhere (tests) is kept.
+    It serves MJX and pure-JAX programs only: JAX never writes a program that holds a host
+    callback (`_cache_write` in jax/_src/compiler.py), so native-physics programs compile anew
+    in every process.
     """
     where = os.environ.get("MIMIC_MJX_COMPILE_CACHE", str(pathlib.Path.home() / ".cache" / "mimic_mjx" / "jax_cache"))
     if where == "off" or jax.config.jax_compilation_cache_dir:
