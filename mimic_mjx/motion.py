@@ -174,14 +174,10 @@ def frame_velocities(qvel: np.ndarray, frame_times: np.ndarray, loop: bool, cycl
     out[1:-1] = (seg[:-1] * h[1:, None] + seg[1:] * h[:-1, None]) / (h[:-1, None] + h[1:, None])
     out[0], out[-1] = seg[0], seg[-1]
     if loop:
-        c, s = math.cos(cycle_yaw), math.sin(cycle_yaw)
+        def turned(v, yaw):  # the root's world-frame linear velocity turned by yaw, as `sample` does
+            return np.concatenate([quat.rotate(quat.yaw_quat(np.float64(yaw)), v[0:3]), v[3:]])
 
-        def turned(v, sign):  # the root's world-frame linear velocity turned by ±cycle_yaw
-            v = v.copy()
-            v[0:2] = [c * v[0] - sign * s * v[1], sign * s * v[0] + c * v[1]]
-            return v
-
-        before, after = turned(seg[-1], -1.0), turned(seg[0], 1.0)  # previous cycle's last, next cycle's first
+        before, after = turned(seg[-1], -cycle_yaw), turned(seg[0], cycle_yaw)  # previous cycle's last, next's first
         out[0] = (before * h[0] + seg[0] * h[-1]) / (h[0] + h[-1])
         out[-1] = (seg[-1] * h[0] + after * h[-1]) / (h[0] + h[-1])
     return out
@@ -198,10 +194,9 @@ class ClipArrays:
     cycle_shift: jax.Array  # [2] horizontal root displacement of one cycle (frame 0 -> last)
     cycle_yaw: jax.Array  # [] heading change of one cycle (rad)
     loop: bool = flax.struct.field(pytree_node=False)
-    # REFERENCE_VELOCITY: "forward" holds each frame's forward difference across the frame;
-    # "central" interpolates frame-centred velocities (frame_qvel) linearly.
-    velocity: str = flax.struct.field(pytree_node=False, default="forward")
-    frame_qvel: jax.Array | None = None  # [T, nv] velocities at the frames ("central" only)
+    # [T, nv] velocities at the frames, interpolated linearly by `sample` ("central" in
+    # REFERENCE_VELOCITY); None: each frame's forward difference `qvel` held across it ("forward").
+    frame_qvel: jax.Array | None = None
 
     @property
     def duration(self):
@@ -247,7 +242,6 @@ class Clip:
             cycle_shift=f(shift if self.loop else np.zeros(2)),
             cycle_yaw=f(dyaw if self.loop else 0.0),
             loop=self.loop,
-            velocity=velocity,
             frame_qvel=f(frame_velocities(self.qvel, self.frame_times, self.loop, dyaw)) if velocity == "central" else None,
         )
 
@@ -349,7 +343,7 @@ def sample(arr: ClipArrays, t):
     q0, q1 = arr.qpos[i], arr.qpos[i + 1]
     qpos = q0 + a * (q1 - q0)
     qpos = qpos.at[3:7].set(quat.slerp(q0[3:7], q1[3:7], a))
-    if arr.velocity == "central":
+    if arr.frame_qvel is not None:  # central
         qvel = arr.frame_qvel[i] + a * (arr.frame_qvel[i + 1] - arr.frame_qvel[i])
     else:  # forward: the exact derivative of this piecewise-linear pose
         qvel = arr.qvel[i]

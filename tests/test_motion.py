@@ -171,11 +171,11 @@ def test_central_reference_velocity_is_exact_for_a_quadratic_pose(mj_model):
     qpos[:, 3] = 1.0
     qpos[:, 7] = times**2
     clip = _synthetic_clip(times, qpos, loop=False)
-    central, forward = jax.jit(motion.sample), jax.jit(motion.sample)
+    sample = jax.jit(motion.sample)
     for t in (0.1, 0.13, 0.25, 0.3, 0.35):
-        _, qvel, _ = central(clip.arrays("central"), t)
+        _, qvel, _ = sample(clip.arrays("central"), t)
         assert float(qvel[6]) == pytest.approx(2 * t, abs=1e-5), t
-    _, qvel, _ = forward(clip.arrays("forward"), 0.25)
+    _, qvel, _ = sample(clip.arrays("forward"), 0.25)
     assert float(qvel[6]) == pytest.approx(0.25 + 0.35, abs=1e-5)  # (0.35² - 0.25²) / 0.1: the next frame's
     with pytest.raises(MimicError, match="reference velocity must be one of forward, central, got 'back'"):
         clip.arrays("back")
@@ -187,7 +187,7 @@ def test_central_reference_velocity_is_continuous_across_a_loop(mj_model):
     # A looping clip that walks a quarter circle per cycle (heading and path turn by 90°) while a
     # hinge swings as sin(ωt + φ), ω = 2π/T: at the wrap the root's world velocity and the hinge's velocity
     # must be the same just before and just after the cycle boundary (the forward difference
-    # jumps there), and the hinge's velocity at frame 0 is sin(ωh)/h, the central difference of
+    # jumps there), and the hinge's velocity at frame 0 is the central difference of
     # sin(ωt + φ) by hand, cos(φ)·sin(ωh)/h.
     n, period = 9, 0.8
     times = np.linspace(0.0, period, n)
@@ -208,7 +208,7 @@ def test_central_reference_velocity_is_continuous_across_a_loop(mj_model):
     # The start's root velocity points along the heading at t = 0 (x), not along the chord.
     speed = float(np.linalg.norm(np.asarray(at0[0:2])))
     assert float(at0[1]) == pytest.approx(0.0, abs=1e-5 * speed + 1e-6)
-    forward = motion.Clip.arrays(_synthetic_clip(times, qpos, loop=True), "forward")
+    forward = _synthetic_clip(times, qpos, loop=True).arrays("forward")
     _, fb, _ = sample(forward, period - eps)
     _, fa, _ = sample(forward, period + eps)
     assert abs(float(fa[6]) - float(fb[6])) > 0.5  # the forward difference jumps at the wrap
