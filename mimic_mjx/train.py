@@ -61,6 +61,7 @@ class Trajectory:
 
     obs: jax.Array  # [T, B, D] observation each action was chosen from
     actions: jax.Array  # [T, B, A] sampled actions (before the env clips them to [-1, 1])
+    explored: jax.Array  # [T, B] bool, the action carried noise (trpo.explore_rate); else it is the mean
     rewards: jax.Array  # [T, B]
     reward_terms: dict  # name -> [T, B]
     termination: dict  # name -> [T, B] bool, why the step ended its episode (env.TERMINATIONS)
@@ -167,21 +168,27 @@ def rollout(env: env_lib.ImitationEnv, policy: nets.PolicyNetwork, state: TrainS
     """`horizon` steps of the batch under the stochastic policy; returns the advanced state.
 
     Actions are `mean + std * noise` from the policy on normalised observations (the
-    normaliser is frozen for the rollout). Finished episodes reset inside `batch.step_batch`,
+    normaliser is frozen for the rollout) on a random share `trpo.explore_rate` of the steps,
+    the mean on the others. Finished episodes reset inside `batch.step_batch`,
     which runs on each device's shard of the batch under a `mesh` (parallel.py).
     """
     step_envs = parallel.env_step(lambda s, a: batch_lib.step_batch(env, s, a), mesh)
+    rate = trpo_lib.explore_rate(state.trpo, state.env_steps)
 
     def step(carry, step_key):
         env_state, ep_return = carry
         mean, log_std = policy.apply(state.policy_params, nets.normalize(state.normalizer, env_state.obs))
-        action = mean + jnp.exp(log_std) * jax.random.normal(step_key, mean.shape)
+        # The noise keeps its own key, so at rate 1 the actions are those drawn before the rate existed.
+        explored = jax.random.uniform(jax.random.fold_in(step_key, 1), mean.shape[:1]) < rate
+        noisy = mean + jnp.exp(log_std) * jax.random.normal(step_key, mean.shape)
+        action = jnp.where(explored[:, None], noisy, mean)
         nxt = step_envs(env_state, action)
         done = nxt.terminated | nxt.truncated
         ep_return = ep_return + nxt.reward
         out = Trajectory(
             obs=env_state.obs,
             actions=action,
+            explored=explored,
             rewards=nxt.reward,
             reward_terms=nxt.reward_terms,
             termination=nxt.termination,
@@ -231,7 +238,9 @@ def update(policy: nets.PolicyNetwork, value: nets.ValueNetwork, state: TrainSta
     the fit. Returns the state and trpo.py's metrics."""
     flat = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731  [T, B, ...] -> [N, ...]
     obs = flat(nets.normalize(state.normalizer, traj.obs))
-    batch = trpo_lib.TrpoBatch(obs=obs, actions=flat(traj.actions), advantages=flat(advantages))
+    # The actor learns from the exploring steps only (DeepMimic); the critic from every step.
+    batch = trpo_lib.TrpoBatch(obs=obs, actions=flat(traj.actions), advantages=flat(advantages),
+                               mask=flat(traj.explored).astype(obs.dtype))
     max_kl = trpo_lib.scheduled_max_kl(state.trpo, state.env_steps)
     policy_params, policy_metrics = trpo_lib.trpo_step(
         policy.apply, state.policy_params, batch, state.trpo.replace(max_kl=max_kl),
@@ -290,6 +299,7 @@ def rollout_metrics(traj: Trajectory, advantages: jax.Array, max_reward: jax.Arr
         "training/reward_fraction_of_max": jnp.mean(traj.rewards) / jnp.where(max_reward > 0, max_reward, 1.0),
         "training/advantage_mean": jnp.mean(advantages),
         "training/advantage_std": jnp.std(advantages),
+        "training/explored_fraction": jnp.mean(traj.explored.astype(jnp.float32)),
     }
     metrics.update({f"reward/{name}": jnp.mean(v) for name, v in traj.reward_terms.items()})
     metrics.update({f"termination/{name}": jnp.sum(v.astype(jnp.float32)) for name, v in traj.termination.items()})
@@ -308,6 +318,7 @@ def make_iteration(env: env_lib.ImitationEnv, config: TrainConfig,
       reward/<term>                    mean per step of each reward term (they sum to reward_mean)
       termination/<reason>             episodes that ended for each reason of env.TERMINATIONS
       training/advantage_mean|std      raw GAE advantages, before trpo_step normalises them
+      training/explored_fraction       share of steps whose action carried noise (trpo.explore_rate)
       training/episode_length          mean length (steps) of the episodes that ended this
                                        iteration; if none ended, the last value (0 before any)
       training/return_mean|std         undiscounted return of those episodes (carried the same way)

@@ -81,6 +81,17 @@ class TrpoConfig:
     # Full-size steps while the policy still improves fast; walk_cpu peaks at ~12-20M env steps.
     max_kl_decay_start: float = field(
         0.0, "env steps at full max_kl before the fall over max_kl_decay_steps begins", ge=0)
+    # DeepMimic's exploration rate (rl_agent.py _update_exp_params; ct_agent_humanoid_ppo.txt
+    # ExpParamsBeg/End Rate 1 -> 0.2 over ExpAnnealSamples 64M): only a share of the steps
+    # carries noise, the rest act with the mean, and the actor learns from the noisy ones only.
+    # Late in a run most of the rollout is then the deterministic policy that is evaluated.
+    explore_rate_final: float = field(
+        1.0, "share of rollout steps whose action carries the exploration noise, reached after "
+        "explore_anneal_steps (linearly from 1); the other steps act with the policy's mean and "
+        "are left out of the policy step (DeepMimic: 0.2); 1: every step", gt=0, le=1)
+    explore_anneal_steps: float = field(
+        0.0, "env steps over which the exploration rate falls from 1 to explore_rate_final "
+        "(DeepMimic: 64M samples); 0: at once", ge=0)
     # DeepMimic clips value targets to [r_min, r_max] / (1 - γ), the range any return can take.
     clip_value_targets: float = field(
         0.0, "1: clip the value fit's targets to [min, max] per-step reward / (1 - gamma); 0: off", choices=(0, 1))
@@ -101,6 +112,15 @@ class TrpoBatch:
     mask: jax.Array | None = None  # [N], 1.0 = valid sample; None = all valid
 
 
+def linear_ramp(env_steps: jax.Array, start, duration) -> jax.Array:
+    """0 before `start` env steps, rising linearly to 1 over `duration` steps, then 1; with
+    `duration` 0, a step from 0 to 1 at `start`. The shape of every schedule here."""
+    steps = jnp.asarray(env_steps, jnp.float32) - jnp.asarray(start, jnp.float32)
+    horizon = jnp.asarray(duration, jnp.float32)
+    ramp = jnp.clip(steps / jnp.where(horizon > 0, horizon, 1.0), 0.0, 1.0)
+    return jnp.where(horizon > 0, ramp, (steps >= 0).astype(jnp.float32))
+
+
 def scheduled_max_kl(config: TrpoConfig, env_steps: jax.Array) -> jax.Array:
     """The trust-region radius after `env_steps` env steps: `max_kl` until
     `max_kl_decay_start`, then falling linearly to `max_kl * max_kl_final_fraction` over
@@ -109,11 +129,15 @@ def scheduled_max_kl(config: TrpoConfig, env_steps: jax.Array) -> jax.Array:
     Why: once the true gradient is small, a full `max_kl` step from a few thousand samples is
     mostly noise (walk_cpu's late decay, docs/learning.md).
     """
-    steps = jnp.asarray(env_steps, jnp.float32) - jnp.asarray(config.max_kl_decay_start, jnp.float32)
-    horizon = jnp.asarray(config.max_kl_decay_steps, jnp.float32)
-    ramp = jnp.clip(steps / jnp.where(horizon > 0, horizon, 1.0), 0.0, 1.0)
-    progress = jnp.where(horizon > 0, ramp, (steps >= 0).astype(jnp.float32))
+    progress = linear_ramp(env_steps, config.max_kl_decay_start, config.max_kl_decay_steps)
     return config.max_kl * (1.0 + (config.max_kl_final_fraction - 1.0) * progress)
+
+
+def explore_rate(config: TrpoConfig, env_steps: jax.Array) -> jax.Array:
+    """The share of rollout steps that explore after `env_steps` env steps: 1 at the start,
+    falling linearly to `explore_rate_final` over `explore_anneal_steps`, then constant."""
+    progress = linear_ramp(env_steps, 0.0, config.explore_anneal_steps)
+    return 1.0 + (jnp.asarray(config.explore_rate_final, jnp.float32) - 1.0) * progress
 
 
 def conjugate_gradient(

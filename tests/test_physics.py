@@ -328,7 +328,7 @@ def test_termination_counts_are_iteration_metrics():
     flags = {k: jnp.zeros((t, b), bool) for k in env_lib.TERMINATIONS}
     flags["fall_contact"] = flags["fall_contact"].at[0, 1].set(True).at[1, 2].set(True)
     flags["time_limit"] = flags["time_limit"].at[1, 0].set(True)
-    traj = train_lib.Trajectory(obs=jnp.zeros((t, b, 1)), actions=jnp.zeros((t, b, 1)), rewards=zeros,
+    traj = train_lib.Trajectory(obs=jnp.zeros((t, b, 1)), actions=jnp.zeros((t, b, 1)), explored=zeros > 0, rewards=zeros,
                                 reward_terms={}, termination=flags, final_obs=jnp.zeros((t, b, 1)),
                                 terminated=flags["fall_contact"], truncated=flags["time_limit"],
                                 episode_length=zeros, episode_return=zeros)

@@ -66,6 +66,9 @@ def test_reward_preset_and_overrides_from_yaml_and_set(tmp_path):
     (["trpo.max_kl_final_fraction=0"], "trpo.max_kl_final_fraction must be in (0, 1], got 0.0"),
     (["trpo.max_kl_final_fraction=1.5"], "trpo.max_kl_final_fraction must be in (0, 1], got 1.5"),
     (["trpo.clip_value_targets=2"], "trpo.clip_value_targets"),
+    (["trpo.explore_rate_final=0"], "trpo.explore_rate_final must be in (0, 1], got 0.0"),
+    (["trpo.explore_rate_final=1.2"], "trpo.explore_rate_final must be in (0, 1], got 1.2"),
+    (["trpo.explore_anneal_steps=-1"], "trpo.explore_anneal_steps must be >= 0"),
     (["env.max_body_error=-0.1"], "env.max_body_error must be >= 0"),
     (["env.start_pose_noise=-0.1"], "env.start_pose_noise must be >= 0"),
     (["decay_alarm_evals=0"], "decay_alarm_evals must be >= 1"),
@@ -293,6 +296,26 @@ def test_fixed_std_and_frozen_normalizer_across_iterations():
     assert float(learned.normalizer.count) == 64 + 5 * 256
 
 
+def test_explore_rate_noise_on_its_share_and_the_mean_elsewhere():
+    """trpo.explore_rate_final 0.25 at once: about a quarter of the 64 x 4 rollout steps carry
+    noise (binomial std 0.027), and every other step's action is the policy's mean, recomputed
+    here from the recorded observations; at the default rate every step explores."""
+    from mimic_mjx.networks import normalize
+    env = ProbeEnv("bandit")
+    for rate, lo, hi in [(0.25, 0.15, 0.35), (1.0, 1.0, 1.0)]:
+        config = probe_config(explore_rate_final=rate)
+        state = train.init(env, config, jax.random.PRNGKey(0), PROBE_REWARD)
+        policy, _ = train.make_networks(env, config)
+        _, traj = jax.jit(lambda s: train.rollout(env, policy, s, jax.random.PRNGKey(3), config.horizon))(state)
+        explored = np.asarray(traj.explored)
+        assert lo <= explored.mean() <= hi
+        mean, log_std = policy.apply(state.policy_params, normalize(state.normalizer, traj.obs))
+        gap = np.abs(np.asarray(traj.actions) - np.asarray(mean))
+        np.testing.assert_allclose(gap[~explored], 0.0, atol=1e-6)
+        # Noise of std e^-1 per dimension: no exploring step lands within 1e-6 of the mean.
+        assert np.all(gap[explored].max(axis=-1) > 1e-4)
+
+
 def test_stabilisers_are_leaves_a_sweep_vmaps():
     """Two members in one program, differing only in trpo.learn_std and normalizer_samples:
     each behaves as its own number says."""
@@ -373,7 +396,7 @@ def test_gae_bootstraps_from_the_next_obs_as_from_the_final_obs(truncate):
     following = jnp.concatenate([obs[1:], jax.random.normal(k_final, (1, b, d))])
     final_obs = jnp.where(done[..., None], jax.random.normal(k_init, (t, b, d)), following)
     zeros = jnp.zeros((t, b))
-    traj = train.Trajectory(obs=obs, actions=zeros[..., None], rewards=jnp.arange(t * b, dtype=jnp.float32).reshape(t, b),
+    traj = train.Trajectory(obs=obs, actions=zeros[..., None], explored=zeros > 0, rewards=jnp.arange(t * b, dtype=jnp.float32).reshape(t, b),
                             reward_terms={}, termination={}, final_obs=final_obs, terminated=terminated,
                             truncated=truncated, episode_length=zeros, episode_return=zeros)
     value = nets.ValueNetwork(hidden=(8,))

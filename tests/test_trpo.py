@@ -16,7 +16,8 @@ from jax.flatten_util import ravel_pytree
 from mimic_mjx.errors import MimicError
 from mimic_mjx.networks import PolicyNetwork, ValueNetwork, gaussian_kl
 from mimic_mjx.critic import compute_gae, explained_variance, fit_value, value_optimizer, value_target_bounds
-from mimic_mjx.trpo import TrpoBatch, TrpoConfig, conjugate_gradient, fisher_vector_product, scheduled_max_kl, trpo_step
+from mimic_mjx.trpo import (TrpoBatch, TrpoConfig, conjugate_gradient, explore_rate, fisher_vector_product,
+                             scheduled_max_kl, trpo_step)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -232,6 +233,33 @@ def test_nonfinite_in_masked_row_is_ignored(policy, batch, step):
     _, metrics = step(params, bad, TrpoConfig())
     assert float(metrics["trpo/nonfinite"]) == 0.0
     assert float(metrics["trpo/accepted"]) == 1.0
+
+
+def test_masked_step_is_the_step_on_the_unmasked_rows(policy, batch, step):
+    """The exploration rate's mask (train.update): rows with mask 0 do not count. A step on
+    every 4th row, masked in the full batch, equals the step on those rows alone (a second
+    batch), and scrambling the masked rows' actions and advantages changes nothing."""
+    _, params = policy
+    keep = jnp.arange(N) % 4 == 0
+    masked = batch.replace(mask=keep.astype(jnp.float32))
+    scrambled = masked.replace(actions=jnp.where(keep[:, None], batch.actions, 3.0),
+                               advantages=jnp.where(keep, batch.advantages, -50.0))
+    subset = TrpoBatch(obs=batch.obs[keep], actions=batch.actions[keep], advantages=batch.advantages[keep],
+                       mask=jnp.ones((N // 4,)))
+    config = TrpoConfig()  # fvp_subsample 1: the Fisher over the same rows in both batches
+    p_masked, m_masked = step(params, masked, config)
+    p_scrambled, _ = step(params, scrambled, config)
+    p_subset, m_subset = step(params, subset, config)
+    assert float(m_masked["trpo/accepted"]) == 1.0
+    for a, b in zip(jax.tree.leaves(p_masked), jax.tree.leaves(p_scrambled)):
+        np.testing.assert_array_equal(a, b)
+    # The gradient agrees to float rounding; the step to 1% (ten CG iterations amplify the
+    # rounding of sums taken in another order).
+    assert float(m_masked["trpo/grad_norm"]) == pytest.approx(float(m_subset["trpo/grad_norm"]), rel=1e-4)
+    flat = lambda p: ravel_pytree(p)[0] - ravel_pytree(params)[0]  # noqa: E731
+    step_masked, step_subset = flat(p_masked), flat(p_subset)
+    assert float(jnp.linalg.norm(step_masked - step_subset) / jnp.linalg.norm(step_subset)) < 0.01
+    assert float(m_masked["losses/kl"]) == pytest.approx(float(m_subset["losses/kl"]), rel=0.02)
 
 
 def test_constant_advantages_reject_step(policy, batch, step):
@@ -513,6 +541,19 @@ def test_max_kl_schedule_defaults_and_zero_horizon():
     later = at_once.replace(max_kl_decay_start=5e6)
     assert float(scheduled_max_kl(later, 4_999_999)) == pytest.approx(0.02)
     assert float(scheduled_max_kl(later, 5_000_000)) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("steps, expected", [
+    (0, 1.0), (2_500_000, 0.8), (5_000_000, 0.6), (10_000_000, 0.2), (40_000_000, 0.2)])
+def test_explore_rate_hand_values(steps, expected):
+    # DeepMimic's anneal, 1 -> 0.2, over 10M steps: 1 - 0.8 * min(1, steps / 10M).
+    config = TrpoConfig(explore_rate_final=0.2, explore_anneal_steps=1e7)
+    assert float(explore_rate(config, steps)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_explore_rate_default_and_zero_horizon():
+    assert float(explore_rate(TrpoConfig(), 0)) == 1.0 and float(explore_rate(TrpoConfig(), 10**8)) == 1.0
+    assert float(explore_rate(TrpoConfig(explore_rate_final=0.3), 0)) == pytest.approx(0.3)  # at once
 
 
 @pytest.mark.parametrize("lo_r, hi_r, gamma, expected", [
