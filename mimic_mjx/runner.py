@@ -389,8 +389,26 @@ def config_from_args(args) -> tuple[TrainConfig, str]:
     parallel.make_mesh(config.devices, config.num_envs)  # a layout this machine cannot run: one line now
     out = args.out or str(pathlib.Path("runs") / pathlib.Path(config.env.motion).stem)
     check_run_dir(out, args.resume)
+    if args.resume and args.config is not None:
+        check_resume_config(config, pathlib.Path(out) / "config.yaml", overrides, args.config)
     check_clip(config)
     return config, out
+
+
+def check_resume_config(config: TrainConfig, saved: pathlib.Path, overrides: list[str], given: str) -> None:
+    """Refuse `--resume --config FILE` when FILE is not the run's own config: config leaves
+    replace on resume, so another preset would silently change the seed, the terminations or
+    the TRPO numbers under the checkpoint. `--set` is the route for a deliberate change."""
+    if not saved.exists():
+        return
+    own = resolve_defaults(load_train_config(saved, overrides))
+    if own == config:
+        return
+    mine, theirs = cfglib._flatten(cfglib.to_dict(own)), cfglib._flatten(cfglib.to_dict(config))
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    shown = ", ".join(f"{k} {mine.get(k)} -> {theirs.get(k)}" for k in differ[:4]) + (", ..." if len(differ) > 4 else "")
+    raise MimicError(f"--resume --config {given}: differs from {saved} ({shown}); resume without --config "
+                     "to continue the run as it was, and change a setting with --set")
 
 
 def run_cli(args) -> int:

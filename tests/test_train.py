@@ -501,6 +501,25 @@ def test_resume_continues_bit_for_bit(run, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_resume_with_another_config_file_is_one_line(run, tmp_path):
+    """--resume --config FILE: config leaves replace on resume, so a FILE other than the run's
+    own would change the seed under the checkpoint; refused in one line naming the change. The
+    run's own config.yaml passes."""
+    from mimic_mjx import cli
+    result, _ = run
+    saved = runconfig.load_train_config(result.run_dir / "config.yaml", [])
+    other = tmp_path / "other.yaml"
+    cfglib.save_config(saved.replace(seed=saved.seed + 7), other)
+    args = lambda path: cli.build_parser("train").parse_args(  # noqa: E731
+        ["train", "--resume", "--out", str(result.run_dir), "--config", str(path)])
+    with pytest.raises(MimicError) as err:
+        runner.config_from_args(args(other))
+    message = str(err.value)
+    assert f"seed {saved.seed} -> {saved.seed + 7}" in message and "\n" not in message
+    config, _ = runner.config_from_args(args(result.run_dir / "config.yaml"))
+    assert config.seed == saved.seed
+
+
 def test_resume_with_another_network_is_one_line(run):
     result, _ = run
     with pytest.raises(MimicError) as err:
