@@ -369,6 +369,13 @@ def validate(obj: Any, prefix: str = "", source: str | None = None) -> Any:
     return obj
 
 
+def differences(a: Any, b: Any) -> dict[str, tuple[Any, Any]]:
+    """`{dotted key: (a's value, b's value)}` for every key where two configs differ, sorted by
+    key: what a resume that must continue a saved config names when it does not."""
+    mine, theirs = _flatten(to_dict(a)), _flatten(to_dict(b))
+    return {k: (mine.get(k), theirs.get(k)) for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k)}
+
+
 def to_dict(obj: Any) -> Any:
     """A config as nested plain Python (dict, list, int, float, bool, str, None), YAML-safe."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

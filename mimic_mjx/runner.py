@@ -401,12 +401,10 @@ def check_resume_config(config: TrainConfig, saved: pathlib.Path, overrides: lis
     the TRPO numbers under the checkpoint. `--set` is the route for a deliberate change."""
     if not saved.exists():
         return
-    own = resolve_defaults(load_train_config(saved, overrides))
-    if own == config:
+    differ = cfglib.differences(resolve_defaults(load_train_config(saved, overrides)), config)
+    if not differ:
         return
-    mine, theirs = cfglib._flatten(cfglib.to_dict(own)), cfglib._flatten(cfglib.to_dict(config))
-    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
-    shown = ", ".join(f"{k} {mine.get(k)} -> {theirs.get(k)}" for k in differ[:4]) + (", ..." if len(differ) > 4 else "")
+    shown = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in list(differ.items())[:4]) + (", ..." if len(differ) > 4 else "")
     raise MimicError(f"--resume --config {given}: differs from {saved} ({shown}); resume without --config "
                      "to continue the run as it was, and change a setting with --set")
 

@@ -337,9 +337,8 @@ def check_same_sweep(sweep: Sweep, saved: Sweep, sweep_dir: pathlib.Path) -> Non
     """A one-line MimicError unless `sweep` continues the one in `sweep_dir`."""
     if [(m.overrides, m.seed) for m in sweep.members] != [(m.overrides, m.seed) for m in saved.members]:
         raise MimicError(f"--resume: the sweep's members differ from those in {sweep_dir}/sweep.json")
-    mine, theirs = (cfglib.to_dict(s.base.replace(**_RESUMABLE)) for s in (sweep, saved))
-    if mine != theirs:
-        keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    keys = cfglib.differences(sweep.base.replace(**_RESUMABLE), saved.base.replace(**_RESUMABLE))
+    if keys:
         raise MimicError(f"--resume: the base config differs from {sweep_dir}/base_config.yaml in "
                          f"{', '.join(keys)} (only iterations and time_limit_minutes may change)")
 

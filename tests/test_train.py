@@ -499,8 +499,6 @@ def test_resume_continues_bit_for_bit(run, tmp_path):
     assert deterministic(records[3]) == want[1]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
 def test_resume_with_another_config_file_is_one_line(run, tmp_path):
     """--resume --config FILE: config leaves replace on resume, so a FILE other than the run's
     own would change the seed under the checkpoint; refused in one line naming the change. The
@@ -520,6 +518,8 @@ def test_resume_with_another_config_file_is_one_line(run, tmp_path):
     assert config.seed == saved.seed
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_resume_with_another_network_is_one_line(run):
     result, _ = run
     with pytest.raises(MimicError) as err:
